@@ -1,0 +1,64 @@
+"""The one place that adapts to the installed Detectron2 build.
+
+Detectron2 built from its repository ships the C++/CUDA extension ``detectron2._C``.
+The PyPI source distribution ``pb1-detectron2==0.6`` lacks the C++ sources, so it
+is built with ``ext_modules=[]`` and has no ``detectron2._C``. Several Detectron2
+modules import ``_C`` at import time (deformable convolution, rotated boxes, the
+fast COCO evaluator). :func:`install` puts a stand-in module in their way whose
+every attribute access raises an error that names the operation and the fix.
+Nothing this plugin uses needs ``_C``: ROIAlign and NMS come from torchvision,
+COCO AP from pycocotools' ``COCOeval``.
+
+Pillow >= 10 removed ``Image.LINEAR`` (an alias of ``Image.BILINEAR``) which
+Detectron2 0.6 uses as a default argument; it is restored.
+
+On a full Detectron2 build and an old Pillow, :func:`install` changes nothing.
+"""
+import importlib
+import importlib.util
+import sys
+import types
+
+__all__ = ["install", "HAS_D2_EXTENSION"]
+
+HAS_D2_EXTENSION = True
+
+
+class _MissingExtension(types.ModuleType):
+    """Stand-in for ``detectron2._C``: any use raises a clear ``RuntimeError``."""
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise RuntimeError(
+            f"detectron2._C.{name} is a C++/CUDA operation of Detectron2, but the "
+            "installed Detectron2 was built without its C++ extension (the PyPI "
+            "'pb1-detectron2' fallback). Install Detectron2 from its repository "
+            "(pip install --no-build-isolation 'git+https://github.com/"
+            "facebookresearch/detectron2.git') to use this operation."
+        )
+
+
+def install() -> None:
+    """Make the installed Detectron2 importable and usable; idempotent."""
+    global HAS_D2_EXTENSION
+    from PIL import Image
+
+    if not hasattr(Image, "LINEAR"):
+        Image.LINEAR = Image.BILINEAR
+
+    if "detectron2._C" in sys.modules:
+        HAS_D2_EXTENSION = not isinstance(sys.modules["detectron2._C"], _MissingExtension)
+        return
+    import detectron2
+
+    if importlib.util.find_spec("detectron2._C") is not None:
+        try:
+            importlib.import_module("detectron2._C")
+            return
+        except ImportError:  # an extension built for another torch: same stand-in
+            pass
+    HAS_D2_EXTENSION = False
+    stand_in = _MissingExtension("detectron2._C")
+    sys.modules["detectron2._C"] = stand_in
+    detectron2._C = stand_in

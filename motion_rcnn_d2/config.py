@@ -1,0 +1,143 @@
+"""Every config key this plugin adds, each with its unit and origin.
+
+Call :func:`add_motion_rcnn_config` on a Detectron2 ``get_cfg()`` before merging
+one of the shipped YAML files.
+"""
+from detectron2.config import CfgNode as CN
+
+__all__ = ["add_motion_rcnn_config"]
+
+
+def add_motion_rcnn_config(cfg):
+    """Add the keys of Motion R-CNN, FlowNetS, SfM-Net and the motion data sets."""
+    _C = cfg
+
+    # ---------------------------------------------------------------- Motion R-CNN
+    _C.MODEL.MOTION_RCNN = CN()
+    # Append XYZ_t and XYZ_t+1 (back-projected depth, metres) to the two frames:
+    # 12 input channels instead of 6 (METHOD.md section 1).
+    _C.MODEL.MOTION_RCNN.XYZ_INPUT = True
+    # XYZ channels are divided by this (metres); the thesis used none (1.0).
+    _C.MODEL.MOTION_RCNN.XYZ_SCALE = 1.0
+    # Predict per-RoI 3D motion (rotation, translation, pivot, moving). Off: the model
+    # is Mask R-CNN on the two-frame (+XYZ) input with the C6 backbone.
+    _C.MODEL.MOTION_RCNN.MOTION_ON = True
+    # Predict the camera's ego-motion from C6 (METHOD.md section 3).
+    _C.MODEL.MOTION_RCNN.CAMERA_MOTION_ON = True
+    # What supervises motion: "motion" (3D GT), "flow" (GT optical flow) or "both"
+    # (METHOD.md section 6).
+    _C.MODEL.MOTION_RCNN.SUPERVISION = "motion"
+    # Compose the full-resolution optical flow at inference (needs masks and depth).
+    _C.MODEL.MOTION_RCNN.FLOW_OUTPUT = True
+    # Predicted masks are binarised at this probability for flow composition.
+    _C.MODEL.MOTION_RCNN.MASK_THRESHOLD = 0.5
+    # An instance (or the camera) whose moving probability is <= this gets identity motion.
+    _C.MODEL.MOTION_RCNN.MOVING_THRESHOLD = 0.5
+
+    # ------------------------------------------------------------- C6 backbone
+    # Number of bottleneck blocks of the extra stride-64 stage C6 (thesis table: 2;
+    # original code: 3). Out channels = RES5 out channels, bottleneck = out / 4.
+    _C.MODEL.RESNETS.C6_NUM_BLOCKS = 2
+    # Inflate a 3-channel conv1 of loaded ImageNet/COCO weights to the 6/12-channel
+    # stem (RGB filters copied to each frame / number of frames, XYZ filters zero).
+    _C.MODEL.RESNETS.INFLATE_STEM = True
+
+    # ---------------------------------------------------------- RoI motion head
+    _C.MODEL.ROI_MOTION_HEAD = CN()
+    _C.MODEL.ROI_MOTION_HEAD.NAME = "FCMotionHead"
+    # Fully connected layers (each FC_DIM wide, ReLU) on top of the box head features.
+    _C.MODEL.ROI_MOTION_HEAD.NUM_FC = 2
+    _C.MODEL.ROI_MOTION_HEAD.FC_DIM = 1024
+    # One motion for all classes instead of one per class.
+    _C.MODEL.ROI_MOTION_HEAD.CLS_AGNOSTIC = False
+    # "euler_sines" (3 sines of Euler angles, R = Rz Rx Ry) or "quaternion".
+    _C.MODEL.ROI_MOTION_HEAD.ROTATION_PARAM = "euler_sines"
+    # Std of the normal init of the output layer (small: see METHOD.md section 3).
+    _C.MODEL.ROI_MOTION_HEAD.OUTPUT_INIT_STD = 1e-3
+    # Network outputs are multiplied by these scales: rotation parameters (sines),
+    # translation (m), pivot (m). Dataset statistics: mean |sine| and mean |t|.
+    _C.MODEL.ROI_MOTION_HEAD.ROTATION_SCALE = 0.01
+    _C.MODEL.ROI_MOTION_HEAD.TRANSLATION_SCALE = 0.5
+    _C.MODEL.ROI_MOTION_HEAD.PIVOT_SCALE = 10.0
+    # Loss weights of the rotation, translation, pivot and moving terms.
+    _C.MODEL.ROI_MOTION_HEAD.ROTATION_LOSS_WEIGHT = 1.0
+    _C.MODEL.ROI_MOTION_HEAD.TRANSLATION_LOSS_WEIGHT = 1.0
+    _C.MODEL.ROI_MOTION_HEAD.PIVOT_LOSS_WEIGHT = 1.0
+    _C.MODEL.ROI_MOTION_HEAD.MOVING_LOSS_WEIGHT = 1.0
+    # Flow supervision: the m x m grid sampled inside each proposal box, and the
+    # weight of its L1 flow loss (px).
+    _C.MODEL.ROI_MOTION_HEAD.FLOW_GRID_SIZE = 14
+    _C.MODEL.ROI_MOTION_HEAD.FLOW_LOSS_WEIGHT = 1.0
+
+    # ------------------------------------------------------ camera motion head
+    _C.MODEL.CAMERA_MOTION_HEAD = CN()
+    _C.MODEL.CAMERA_MOTION_HEAD.NAME = "CameraMotionHead"
+    # Backbone feature it reads (C6, stride 64).
+    _C.MODEL.CAMERA_MOTION_HEAD.IN_FEATURE = "res6"
+    # 1x1 conv width, pooled grid (resized to POOL_SIZE x POOL_SIZE), FC layers.
+    _C.MODEL.CAMERA_MOTION_HEAD.CONV_DIM = 512
+    _C.MODEL.CAMERA_MOTION_HEAD.POOL_SIZE = 7
+    _C.MODEL.CAMERA_MOTION_HEAD.NUM_FC = 2
+    _C.MODEL.CAMERA_MOTION_HEAD.FC_DIM = 1024
+    _C.MODEL.CAMERA_MOTION_HEAD.DROPOUT = 0.0
+    # Predict a moving/still logit pair for the camera.
+    _C.MODEL.CAMERA_MOTION_HEAD.MOVING_ON = True
+    _C.MODEL.CAMERA_MOTION_HEAD.ROTATION_PARAM = "euler_sines"
+    _C.MODEL.CAMERA_MOTION_HEAD.OUTPUT_INIT_STD = 1e-3
+    _C.MODEL.CAMERA_MOTION_HEAD.ROTATION_SCALE = 0.01
+    _C.MODEL.CAMERA_MOTION_HEAD.TRANSLATION_SCALE = 1.0
+    _C.MODEL.CAMERA_MOTION_HEAD.ROTATION_LOSS_WEIGHT = 1.0
+    _C.MODEL.CAMERA_MOTION_HEAD.TRANSLATION_LOSS_WEIGHT = 1.0
+    _C.MODEL.CAMERA_MOTION_HEAD.MOVING_LOSS_WEIGHT = 1.0
+    # Flow supervision: L1 (px) between camera-only flow and GT flow on pixels
+    # outside all GT instances.
+    _C.MODEL.CAMERA_MOTION_HEAD.FLOW_LOSS_WEIGHT = 1.0
+
+    # ------------------------------------------------------------------ FlowNetS
+    _C.MODEL.FLOWNETS = CN()
+    # Flow targets are divided by this before the loss (FlowNet's convention).
+    _C.MODEL.FLOWNETS.FLOW_DIV = 20.0
+    # Multi-scale EPE weights, fine (stride 4) to coarse (stride 64).
+    _C.MODEL.FLOWNETS.LOSS_WEIGHTS = [0.005, 0.01, 0.02, 0.08, 0.32]
+    # Slope of the leaky ReLU.
+    _C.MODEL.FLOWNETS.LEAKY_SLOPE = 0.1
+
+    # ------------------------------------------------------------------- SfM-Net
+    _C.MODEL.SFMNET = CN()
+    # Number of object motion masks / motions (SfM-Net paper: 3).
+    _C.MODEL.SFMNET.NUM_MOTIONS = 3
+    # Width of the conv-deconv networks' last feature map (H x W x 32 in the paper).
+    _C.MODEL.SFMNET.BASE_CHANNELS = 32
+    # Loss weights: photometric L1 (grey levels / 255), smoothness of depth, flow
+    # and masks, and optional supervision of depth (m), camera motion and flow (px).
+    _C.MODEL.SFMNET.PHOTOMETRIC_WEIGHT = 1.0
+    _C.MODEL.SFMNET.DEPTH_SMOOTH_WEIGHT = 0.01
+    _C.MODEL.SFMNET.FLOW_SMOOTH_WEIGHT = 0.01
+    _C.MODEL.SFMNET.MASK_SMOOTH_WEIGHT = 0.01
+    _C.MODEL.SFMNET.DEPTH_WEIGHT = 0.0
+    _C.MODEL.SFMNET.CAMERA_MOTION_WEIGHT = 0.0
+    _C.MODEL.SFMNET.FLOW_WEIGHT = 0.0
+    # Use the given depth input instead of the structure network's prediction.
+    _C.MODEL.SFMNET.USE_GT_DEPTH = False
+    # Range of the structure network's depth (m): sigmoid inverse depth between 1/MAX and 1/MIN.
+    _C.MODEL.SFMNET.MIN_DEPTH = 0.5
+    _C.MODEL.SFMNET.MAX_DEPTH = 300.0
+    # Motion outputs are multiplied by these scales: rotation sines, translation (m), pivot (m).
+    _C.MODEL.SFMNET.ROTATION_SCALE = 0.01
+    _C.MODEL.SFMNET.TRANSLATION_SCALE = 1.0
+    _C.MODEL.SFMNET.PIVOT_SCALE = 10.0
+
+    # -------------------------------------------------------------------- data
+    # Photometric augmentation applied identically to both frames: brightness,
+    # contrast and saturation jitter ranges as (min, max) factors; (1, 1) = off.
+    _C.INPUT.BRIGHTNESS = (1.0, 1.0)
+    _C.INPUT.CONTRAST = (1.0, 1.0)
+    _C.INPUT.SATURATION = (1.0, 1.0)
+    # Ground truth the mapper loads besides frames, depth and K.
+    _C.INPUT.LOAD_FLOW = True
+    _C.INPUT.LOAD_DEPTH_NEXT = True
+    # Classes loaded from the Virtual KITTI style data sets.
+    _C.DATASETS.MOTION_CLASSES = ("Car", "Van")
+    # Minimum visible pixels (synthetic world, Virtual KITTI 2) for an object to be kept.
+    _C.DATASETS.MIN_VISIBLE_PIXELS = 50
+    return cfg

@@ -1,0 +1,55 @@
+"""Geometry of Motion R-CNN in plain torch (no Detectron2): rotations, pinhole camera,
+flow composition from depth + masks + rigid motions, and flow metrics."""
+from .camera import backproject, flip_intrinsics, pixel_grid, project, scale_intrinsics
+from .flow import (
+    apply_camera_motion,
+    apply_object_motions,
+    camera_flow,
+    compose_flow,
+    compose_flow_indexed,
+    scene_flow,
+    warp_backward,
+)
+from .metrics import flow_error_sums, flow_metrics, flow_metrics_from_sums
+from .rotations import (
+    euler_angles_to_matrix,
+    euler_sines_to_matrix,
+    matrix_to_euler_sines,
+    matrix_to_quaternion,
+    matrix_to_raw_quaternion,
+    quaternion_to_matrix,
+    raw_quaternion_to_matrix,
+    rotation_angle_deg,
+    rotation_x,
+    rotation_y,
+    rotation_z,
+)
+
+__all__ = [
+    "apply_camera_motion",
+    "apply_object_motions",
+    "backproject",
+    "camera_flow",
+    "compose_flow",
+    "compose_flow_indexed",
+    "euler_angles_to_matrix",
+    "euler_sines_to_matrix",
+    "flip_intrinsics",
+    "flow_error_sums",
+    "flow_metrics",
+    "flow_metrics_from_sums",
+    "matrix_to_euler_sines",
+    "matrix_to_quaternion",
+    "matrix_to_raw_quaternion",
+    "pixel_grid",
+    "project",
+    "quaternion_to_matrix",
+    "raw_quaternion_to_matrix",
+    "rotation_angle_deg",
+    "rotation_x",
+    "rotation_y",
+    "rotation_z",
+    "scale_intrinsics",
+    "scene_flow",
+    "warp_backward",
+]

@@ -1,0 +1,264 @@
+"""Optical flow and scene flow from depth, instance masks and rigid motions (METHOD.md section 4).
+
+For a pixel x = (u, v) with depth d:
+    P   = d K^-1 [u, v, 1]^T                                         (camera t, metres)
+    P'  = P + sum_k m_k(x) (R_k (P - p_k) + p_k + t_k - P)              (object motions)
+    P'' = R_cam P' + t_cam                                             (camera motion)
+    flow = (fx X''/Z'' + s Y''/Z'' + cx - u,  fy Y''/Z'' + cy - v)      (pixels)
+
+Object k's displacement is linear in P: R_k (P - p_k) + p_k + t_k - P = A_k P + b_k with
+A_k = R_k - I and b_k = t_k - A_k p_k. The soft-mask sum is therefore evaluated as one
+(B, 12, N) x (B, N, H*W) product (per-pixel blended A and b), never as N full-size point clouds.
+
+A pixel is valid when its depth is > 0 and finite and Z'' > eps; invalid pixels get flow 0, and
+every division goes through a safe denominator so that no NaN/inf reaches the result or the
+gradients (inputs at invalid pixels get zero gradient).
+"""
+import torch
+import torch.nn.functional as F
+
+from .camera import backproject, pixel_grid, project
+
+__all__ = [
+    "apply_object_motions",
+    "apply_camera_motion",
+    "compose_flow",
+    "compose_flow_indexed",
+    "scene_flow",
+    "camera_flow",
+    "warp_backward",
+]
+
+
+def _affine_parameters(rotations, translations, pivots):
+    """A_k = R_k - I and b_k = t_k - A_k p_k, packed (B, N, 12) = [A_k row-major (9), b_k (3)]."""
+    eye = torch.eye(3, dtype=rotations.dtype, device=rotations.device)
+    a = rotations - eye
+    b = translations - (a @ pivots[..., None])[..., 0]
+    return torch.cat([a.flatten(-2), b], dim=-1)
+
+
+def _apply_affine(points, params):
+    """P + A P + b with per-pixel params (B, 12, H, W) = [A row-major (9), b (3)]."""
+    a = params[:, :9].unflatten(1, (3, 3))  # (B, 3, 3, H, W)
+    b = params[:, 9:]
+    return points + (a * points[:, None]).sum(dim=2) + b
+
+
+def _check_motion_shapes(masks, rotations, translations, pivots):
+    b, n = masks.shape[:2]
+    expected = {"rotations": (b, n, 3, 3), "translations": (b, n, 3), "pivots": (b, n, 3)}
+    given = {"rotations": rotations, "translations": translations, "pivots": pivots}
+    for name, value in given.items():
+        if tuple(value.shape) != expected[name]:
+            raise ValueError(
+                f"{name} has shape {tuple(value.shape)}, expected {expected[name]} "
+                f"(B, N taken from masks/instance motions of shape {tuple(masks.shape)})"
+            )
+
+
+def apply_object_motions(points, masks, rotations, translations, pivots):
+    """Move points by mask-weighted rigid object motions:
+
+        P' = P + sum_k m_k (R_k (P - p_k) + p_k + t_k - P)
+           = P + (sum_k m_k A_k) P + sum_k m_k b_k,   A_k = R_k - I,  b_k = t_k - A_k p_k.
+
+    Time and memory are O(N H W) for the mask product plus O(12 H W) for the blended motion.
+
+    Args:
+        points: (B, 3, H, W) metres, camera t.
+        masks: (B, N, H, W) weights in [0, 1] (soft or binary; padding instances are all zero).
+        rotations: (B, N, 3, 3); translations: (B, N, 3) metres; pivots: (B, N, 3) metres.
+    Returns:
+        (B, 3, H, W) moved points P' in metres (camera t).
+    """
+    if masks.dim() != 4 or masks.shape[0] != points.shape[0] or masks.shape[2:] != points.shape[2:]:
+        raise ValueError(
+            f"masks has shape {tuple(masks.shape)}, expected (B, N, H, W) with B, H, W "
+            f"of the points/depth {tuple(points.shape)}"
+        )
+    _check_motion_shapes(masks, rotations, translations, pivots)
+    bsz, num, height, width = masks.shape
+    params = _affine_parameters(rotations, translations, pivots).to(points.dtype)  # (B, N, 12)
+    blended = params.transpose(1, 2) @ masks.to(points.dtype).reshape(bsz, num, height * width)
+    return _apply_affine(points, blended.reshape(bsz, 12, height, width))
+
+
+def apply_camera_motion(points, rotation, translation):
+    """Rigid camera motion: P'' = R_cam P' + t_cam (points of camera t in camera t+1 coordinates).
+
+    Args:
+        points: (B, 3, H, W) metres; rotation: (B, 3, 3); translation: (B, 3) metres.
+    Returns:
+        (B, 3, H, W) metres.
+    """
+    return torch.einsum("bij,bjhw->bihw", rotation.to(points.dtype), points) + translation.to(
+        points.dtype
+    )[:, :, None, None]
+
+
+def _valid_depth_points(depth, intrinsics):
+    """Back-project with invalid depth (<= 0 or non-finite) replaced by 1 m; returns (P, valid)."""
+    if depth.dim() != 4 or depth.shape[1] != 1:
+        raise ValueError(f"depth must have shape (B, 1, H, W), got {tuple(depth.shape)}")
+    valid = (depth > 0) & torch.isfinite(depth)
+    safe_depth = torch.where(valid, depth, torch.ones_like(depth))
+    return backproject(safe_depth, intrinsics), valid[:, 0]
+
+
+def _camera_or_identity(points, camera_rotation, camera_translation):
+    if camera_rotation is None and camera_translation is None:
+        return points
+    bsz = points.shape[0]
+    if camera_rotation is None:
+        camera_rotation = torch.eye(3, dtype=points.dtype, device=points.device).expand(bsz, 3, 3)
+    if camera_translation is None:
+        camera_translation = points.new_zeros(bsz, 3)
+    return apply_camera_motion(points, camera_rotation, camera_translation)
+
+
+def _moved_points(depth, intrinsics, masks, rotations, translations, pivots, camera_rotation,
+                  camera_translation):
+    """(P, P'', depth_valid) for compose_flow / scene_flow; missing object motions default to
+    R = I, t = 0, p = 0; missing camera rotation / translation to I / 0."""
+    points, depth_valid = _valid_depth_points(depth, intrinsics)
+    if masks is None:
+        if any(x is not None for x in (rotations, translations, pivots)):
+            raise ValueError("object motions (rotations/translations/pivots) were given without "
+                             "masks: pass masks (B, N, H, W) too")
+        moved = points
+    else:
+        bsz, num = masks.shape[:2]
+        if rotations is None:
+            eye = torch.eye(3, dtype=points.dtype, device=points.device)
+            rotations = eye.expand(bsz, num, 3, 3)
+        if translations is None:
+            translations = points.new_zeros(bsz, num, 3)
+        if pivots is None:
+            pivots = points.new_zeros(bsz, num, 3)
+        moved = apply_object_motions(points, masks, rotations, translations, pivots)
+    moved = _camera_or_identity(moved, camera_rotation, camera_translation)
+    return points, moved, depth_valid
+
+
+def _flow_from_points(moved, intrinsics, depth_valid, eps):
+    _, _, height, width = moved.shape
+    pixels, proj_valid = project(moved, intrinsics, eps=eps)
+    valid = depth_valid & proj_valid
+    flow = pixels - pixel_grid(height, width, device=moved.device, dtype=moved.dtype)
+    return torch.where(valid[:, None], flow, torch.zeros_like(flow)), valid
+
+
+def compose_flow(depth, intrinsics, masks=None, rotations=None, translations=None, pivots=None,
+                 camera_rotation=None, camera_translation=None, eps=1e-6):
+    """Optical flow from depth, (soft) instance masks, object motions and camera motion
+    (module docstring equations). Differentiable w.r.t. all tensor inputs.
+
+    Args:
+        depth: (B, 1, H, W) metres, <= 0 or non-finite = invalid.
+        intrinsics: (B, 3, 3) K in pixels.
+        masks: (B, N, H, W) in [0, 1], or None for camera motion only.
+        rotations: (B, N, 3, 3) (None = identity);
+        translations, pivots: (B, N, 3) metres (None = 0).
+        camera_rotation: (B, 3, 3) (None = identity); camera_translation: (B, 3) metres (None = 0).
+        eps: minimum Z'' in metres for a valid projection.
+    Returns:
+        flow: (B, 2, H, W) pixels (u, v), 0 where invalid; valid: (B, H, W) bool
+        (depth > 0, finite, Z'' > eps).
+    """
+    _, moved, depth_valid = _moved_points(depth, intrinsics, masks, rotations, translations, pivots,
+                                          camera_rotation, camera_translation)
+    return _flow_from_points(moved, intrinsics, depth_valid, eps)
+
+
+def compose_flow_indexed(depth, intrinsics, instance_index, rotations, translations, pivots,
+                         camera_rotation=None, camera_translation=None, eps=1e-6):
+    """Optical flow with one instance per pixel (inference path, O(H W) in N).
+
+    Equal to `compose_flow` with one-hot binary masks m_k(x) = [index(x) == k]: each pixel
+    gathers (A_k, b_k) of its own instance (A_k = R_k - I, b_k = t_k - A_k p_k; background gets
+    A = 0, b = 0) and P' = P + A P + b, then P'' = R_cam P' + t_cam and projection as there.
+
+    Args:
+        depth: (B, 1, H, W) metres; intrinsics: (B, 3, 3).
+        instance_index: (B, H, W) int64, -1 = background, otherwise an index into N.
+        rotations: (B, N, 3, 3); translations, pivots: (B, N, 3) metres.
+        camera_rotation: (B, 3, 3) or None; camera_translation: (B, 3) metres or None.
+        eps: minimum Z'' in metres.
+    Returns:
+        flow: (B, 2, H, W) pixels, 0 where invalid; valid: (B, H, W) bool.
+    """
+    bsz, num = rotations.shape[:2]
+    if instance_index.shape != (bsz,) + tuple(depth.shape[2:]):
+        raise ValueError(f"instance_index has shape {tuple(instance_index.shape)}, expected "
+                         f"{(bsz,) + tuple(depth.shape[2:])} (B, H, W) matching depth")
+    if instance_index.numel() and (instance_index.min() < -1 or instance_index.max() >= num):
+        raise ValueError(f"instance_index values must lie in [-1, {num - 1}] (-1 = background, "
+                         f"N = {num} instance motions were given)")
+    points, depth_valid = _valid_depth_points(depth, intrinsics)
+    params = _affine_parameters(rotations, translations, pivots).to(points.dtype)
+    params = torch.cat([params, params.new_zeros(bsz, 1, 12)], dim=1)  # background = slot N
+    index = torch.where(instance_index < 0, torch.full_like(instance_index, num), instance_index)
+    _, height, width = instance_index.shape
+    gathered = params.gather(1, index.reshape(bsz, height * width, 1).expand(-1, -1, 12))
+    per_pixel = gathered.transpose(1, 2).reshape(bsz, 12, height, width)
+    moved = _apply_affine(points, per_pixel)
+    moved = _camera_or_identity(moved, camera_rotation, camera_translation)
+    return _flow_from_points(moved, intrinsics, depth_valid, eps)
+
+
+def scene_flow(depth, intrinsics, masks=None, rotations=None, translations=None, pivots=None,
+               camera_rotation=None, camera_translation=None):
+    """3D scene flow P'' - P (object motions, then camera motion; without camera motion this is
+    P' - P, the object-only scene flow). Arguments as in `compose_flow`.
+
+    Returns:
+        scene_flow: (B, 3, H, W) metres, 0 where invalid; valid: (B, H, W) bool (depth > 0 and
+        finite; no projection is involved, so Z'' is not checked).
+    """
+    points, moved, depth_valid = _moved_points(depth, intrinsics, masks, rotations, translations,
+                                               pivots, camera_rotation, camera_translation)
+    delta = moved - points
+    return torch.where(depth_valid[:, None], delta, torch.zeros_like(delta)), depth_valid
+
+
+def camera_flow(depth, intrinsics, camera_rotation, camera_translation, eps=1e-6):
+    """Optical flow of a static scene under camera motion only: `compose_flow` without masks,
+    P'' = R_cam P + t_cam.
+
+    Args:
+        depth: (B, 1, H, W) metres; intrinsics: (B, 3, 3); camera_rotation: (B, 3, 3);
+        camera_translation: (B, 3) metres.
+    Returns:
+        flow: (B, 2, H, W) pixels, 0 where invalid; valid: (B, H, W) bool.
+    """
+    return compose_flow(depth, intrinsics, camera_rotation=camera_rotation,
+                        camera_translation=camera_translation, eps=eps)
+
+
+def warp_backward(image, flow):
+    """Backward warp of frame t+1 to frame t: warped(x) = image(x + flow(x)), bilinear.
+
+    Uses grid_sample with align_corners=True (pixel centres at integers: normalised
+    g = 2 x / (W - 1) - 1) and padding_mode="border". A sample point is inside when
+    0 <= x + flow_u <= W - 1 and 0 <= y + flow_v <= H - 1 (and finite); photometric losses
+    should ignore pixels that are not inside.
+
+    Args:
+        image: (B, C, H, W) frame t+1 (any units).
+        flow: (B, 2, H, W) pixels, flow from frame t to t+1.
+    Returns:
+        warped: (B, C, H, W) ~ frame t; inside: (B, H, W) bool.
+    """
+    _, _, height, width = image.shape
+    grid = pixel_grid(height, width, device=flow.device, dtype=flow.dtype) + flow
+    finite = torch.isfinite(grid).all(dim=1)
+    grid = torch.where(finite[:, None], grid, torch.full_like(grid, -1.0))
+    x, y = grid[:, 0], grid[:, 1]
+    inside = finite & (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)
+    normalised = torch.stack(
+        [2.0 * x / max(width - 1, 1) - 1.0, 2.0 * y / max(height - 1, 1) - 1.0], dim=-1
+    )
+    warped = F.grid_sample(image, normalised.to(image.dtype), mode="bilinear",
+                           padding_mode="border", align_corners=True)
+    return warped, inside

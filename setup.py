@@ -1,0 +1,24 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="motion_rcnn_d2",
+    version="0.1.0",
+    description="Motion R-CNN (instance-level 3D motion from two frames and depth), "
+    "FlowNetS and SfM-Net as a Detectron2 plugin",
+    packages=find_packages(exclude=("tests", "tests.*", "tools")),
+    python_requires=">=3.9",
+    # Detectron2 itself is not on PyPI under its own name: scripts/setup.sh installs it.
+    install_requires=[
+        "torch",
+        "torchvision",
+        "numpy",
+        "fvcore",
+        "pycocotools",
+        "opencv-python-headless",
+        "Pillow",
+        "tqdm",
+        "tabulate",
+        "matplotlib",
+    ],
+    extras_require={"test": ["pytest"]},
+)
