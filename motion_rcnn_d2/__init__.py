@@ -5,8 +5,18 @@ compat.install()
 
 from .config import add_motion_rcnn_config  # noqa: E402
 
-# imported only for registration in Detectron2's registries and catalogs
+# imported for registration in Detectron2's registries and catalogs
 from . import data, modeling  # noqa: E402,F401
+from .data import MotionDatasetMapper, register_motion_dataset  # noqa: E402
+from .engine import MotionCheckpointer, MotionPredictor  # noqa: E402
+from .evaluation import MotionEvaluator  # noqa: E402
 
-__all__ = ["add_motion_rcnn_config"]
+__all__ = [
+    "add_motion_rcnn_config",
+    "MotionCheckpointer",
+    "MotionDatasetMapper",
+    "MotionEvaluator",
+    "MotionPredictor",
+    "register_motion_dataset",
+]
 __version__ = "0.1.0"

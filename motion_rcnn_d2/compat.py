@@ -24,12 +24,25 @@ __all__ = ["install", "HAS_D2_EXTENSION"]
 HAS_D2_EXTENSION = True
 
 
+_NOT_BUILT = "not built (Detectron2 without its C++ extension)"
+# Build-information queries (detectron2.utils.collect_env asks them at start-up) answer;
+# everything else is an operation and raises.
+_BUILD_INFO = {
+    "get_compiler_version": lambda: _NOT_BUILT,
+    "get_cuda_version": lambda: _NOT_BUILT,
+    "has_cuda": lambda: False,
+}
+
+
 class _MissingExtension(types.ModuleType):
-    """Stand-in for ``detectron2._C``: any use raises a clear ``RuntimeError``."""
+    """Stand-in for ``detectron2._C``: build-info queries answer "not built"; any operation
+    raises a clear ``RuntimeError``."""
 
     def __getattr__(self, name):
         if name.startswith("__"):
             raise AttributeError(name)
+        if name in _BUILD_INFO:
+            return _BUILD_INFO[name]
         raise RuntimeError(
             f"detectron2._C.{name} is a C++/CUDA operation of Detectron2, but the "
             "installed Detectron2 was built without its C++ extension (the PyPI "

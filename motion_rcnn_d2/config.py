@@ -136,8 +136,4 @@ def add_motion_rcnn_config(cfg):
     # Ground truth the mapper loads besides frames, depth and K.
     _C.INPUT.LOAD_FLOW = True
     _C.INPUT.LOAD_DEPTH_NEXT = True
-    # Classes loaded from the Virtual KITTI style data sets.
-    _C.DATASETS.MOTION_CLASSES = ("Car", "Van")
-    # Minimum visible pixels (synthetic world, Virtual KITTI 2) for an object to be kept.
-    _C.DATASETS.MIN_VISIBLE_PIXELS = 50
     return cfg

@@ -28,6 +28,15 @@ def test_stand_in_names_the_operation_and_the_fix():
         c.__wrapped__  # dunder look-ups (inspect, pickle) get a plain AttributeError
 
 
+def test_environment_report_works():
+    from detectron2.utils.collect_env import collect_env_info
+
+    info = collect_env_info()
+    assert "detectron2" in info
+    if not compat.HAS_D2_EXTENSION:
+        assert "without its C++ extension" in info
+
+
 def test_install_is_idempotent():
     before = sys.modules["detectron2._C"]
     compat.install()

@@ -1,0 +1,239 @@
+"""Detectron2's checkpointer that also loads ImageNet/COCO ResNets into the multi-frame stem.
+
+:class:`MotionCheckpointer` loads everything :class:`DetectionCheckpointer` loads
+(Detectron2 ``.pth``/``.pkl``, MSRA/Caffe2 ``.pkl`` with Detectron2's name conversion)
+plus torchvision ResNet state dicts (``.pth``), and inflates a 3-channel first conv to
+the model's 6- or 12-channel stem (METHOD.md section 2).
+"""
+import re
+from collections import defaultdict
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.checkpoint.c2_model_loading import (
+    align_and_update_state_dicts,
+    convert_c2_detectron_names,
+)
+from detectron2.modeling.backbone.resnet import BasicStem, BottleneckBlock
+from fvcore.common.checkpoint import _strip_prefix_if_present
+
+__all__ = [
+    "MotionCheckpointer",
+    "convert_torchvision_resnet_names",
+    "inflate_stem_weight",
+    "is_torchvision_resnet",
+]
+
+_TORCHVISION_RULES = [  # (pattern, replacement); applied to each name in order, first match
+    (r"^conv1\.weight$", "stem.conv1.weight"),
+    (r"^bn1\.", "stem.conv1.norm."),
+    (r"^layer(\d)\.(\d+)\.conv(\d)\.weight$",
+     lambda m: "res{}.{}.conv{}.weight".format(int(m[1]) + 1, m[2], m[3])),
+    (r"^layer(\d)\.(\d+)\.bn(\d)\.",
+     lambda m: "res{}.{}.conv{}.norm.".format(int(m[1]) + 1, m[2], m[3])),
+    (r"^layer(\d)\.(\d+)\.downsample\.0\.weight$",
+     lambda m: "res{}.{}.shortcut.weight".format(int(m[1]) + 1, m[2])),
+    (r"^layer(\d)\.(\d+)\.downsample\.1\.",
+     lambda m: "res{}.{}.shortcut.norm.".format(int(m[1]) + 1, m[2])),
+]
+
+
+def is_torchvision_resnet(state_dict) -> bool:
+    """Whether a state dict has torchvision's ResNet names (``conv1``, ``layer1.0...``)."""
+    return "conv1.weight" in state_dict and "layer1.0.conv1.weight" in state_dict
+
+
+def convert_torchvision_resnet_names(state_dict):
+    """torchvision ResNet names -> Detectron2 ResNet names.
+
+    conv1/bn1 -> stem.conv1(.norm); layerN.i.convK/bnK -> res(N+1).i.convK(.norm);
+    layerN.i.downsample.0/1 -> res(N+1).i.shortcut(.norm). ``fc.*`` (the classifier)
+    and ``num_batches_tracked`` are dropped; BN weight/bias/running_mean/running_var
+    load as they are into FrozenBatchNorm2d or BatchNorm2d (same eps 1e-5).
+    Any other name raises ``ValueError``.
+    """
+    converted = {}
+    for name, value in state_dict.items():
+        if name.startswith("fc.") or name.endswith("num_batches_tracked"):
+            continue
+        for pattern, replacement in _TORCHVISION_RULES:
+            new_name, count = re.subn(pattern, replacement, name)
+            if count:
+                converted[new_name] = value
+                break
+        else:
+            raise ValueError(
+                "'{}' is not a torchvision ResNet weight name; only torchvision's "
+                "resnet18/34/50/101/152 state dicts are converted.".format(name)
+            )
+    return converted
+
+
+def inflate_stem_weight(weight, in_channels, num_frames=2):
+    """Inflate a first-conv weight (O, 3, k, k) to (O, in_channels, k, k).
+
+    W' = [W / F, ..., W / F (F times), 0 (in_channels - 3F channels)] along dim 1, for
+    an input [I_1, ..., I_F, XYZ...] (frames first, then the XYZ point clouds). Then
+    conv(W', x) = conv(W, (1/F) sum_f I_f): a model fed the same frame F times
+    responds exactly like the 3-channel model, whatever the XYZ channels hold.
+
+    Args:
+        weight (Tensor): (O, 3, k, k).
+        in_channels (int): channels of the model's stem, >= 3 * num_frames.
+        num_frames (int): F.
+    Returns:
+        Tensor: (O, in_channels, k, k), same dtype.
+    """
+    if weight.dim() != 4 or weight.shape[1] != 3:
+        raise ValueError("inflate_stem_weight expects (O, 3, k, k), got {}".format(
+            tuple(weight.shape)))
+    if in_channels < 3 * num_frames:
+        raise ValueError("a stem of {} channels cannot hold {} frames of 3 channels".format(
+            in_channels, num_frames))
+    frames = [weight / num_frames] * num_frames
+    extra = weight.new_zeros((weight.shape[0], in_channels - 3 * num_frames) + weight.shape[2:])
+    return torch.cat(frames + [extra], dim=1)
+
+
+def _suffix_match(model_key, ckpt_key):
+    # Detectron2's matching rule: the checkpoint name is a whole-component suffix
+    return model_key == ckpt_key or model_key.endswith("." + ckpt_key)
+
+
+class MotionCheckpointer(DetectionCheckpointer):
+    """:class:`DetectionCheckpointer` for models with a multi-frame ResNet stem.
+
+    On top of Detectron2's behaviour:
+
+    * ``.pth`` files are read with ``torch.load(weights_only=True)``; a torchvision
+      ResNet state dict (also under a "model" key) is renamed to Detectron2's names
+      and matched by name heuristics. torchvision weights take RGB; for a model whose
+      frames are BGR (``input_format``, i.e. cfg.INPUT.FORMAT) the first conv's input
+      channels are reversed (logged).
+    * Name heuristics (Caffe2/MSRA ``.pkl``, torchvision, files with
+      "matching_heuristics") run per top-level module (backbone, roi_heads, ...), so
+      one checkpoint stage can initialise two modules, e.g. the C4 variant's
+      backbone.res5 (for C6) and roi_heads.res5 both from ImageNet's res5.
+    * When the checkpoint's first conv has 3 input channels and a Detectron2
+      :class:`BasicStem` of the model has more, the weight is inflated with
+      :func:`inflate_stem_weight` (``num_frames`` frames, XYZ filters zero) and one
+      line is logged. With ``inflate_stem=False`` it is left out (Detectron2 then
+      skips it for its shape).
+    """
+
+    def __init__(self, model, save_dir="", *, input_format="BGR", inflate_stem=True,
+                 num_frames=2, save_to_disk=None, **checkpointables):
+        super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
+        self.input_format = input_format
+        self.inflate_stem = inflate_stem
+        self.num_frames = num_frames
+
+    @classmethod
+    def from_config(cls, cfg, model, save_dir="", **kwargs):
+        """Checkpointer with INPUT.FORMAT and MODEL.RESNETS.INFLATE_STEM of ``cfg``."""
+        return cls(model, save_dir, input_format=cfg.INPUT.FORMAT,
+                   inflate_stem=cfg.MODEL.RESNETS.INFLATE_STEM, **kwargs)
+
+    def _load_file(self, filename):
+        if filename.endswith((".pkl", ".pyth")):
+            return super()._load_file(filename)
+        with self.path_manager.open(filename, "rb") as f:
+            loaded = torch.load(f, map_location=torch.device("cpu"), weights_only=True)
+        if not isinstance(loaded, dict):
+            raise ValueError("{} holds a {}, not a state dict or a checkpoint dict.".format(
+                filename, type(loaded).__name__))
+        state_dict = loaded.get("model", loaded)
+        if isinstance(state_dict, dict) and is_torchvision_resnet(state_dict):
+            return self._from_torchvision(state_dict, filename)
+        if "model" not in loaded:
+            loaded = {"model": loaded}
+        return loaded
+
+    def _from_torchvision(self, state_dict, filename):
+        model = convert_torchvision_resnet_names(state_dict)
+        fmt = self.input_format
+        if fmt == "BGR":
+            model["stem.conv1.weight"] = model["stem.conv1.weight"].flip(1)
+            self.logger.info("{}: torchvision ResNet (RGB) loaded for BGR input: first conv's "
+                             "input channels reversed.".format(filename))
+        elif fmt != "RGB":
+            self.logger.warning("{}: torchvision ResNet expects RGB but INPUT.FORMAT is {}; "
+                                "first conv loaded unchanged.".format(filename, fmt))
+        return {"model": model, "__author__": "torchvision", "matching_heuristics": True}
+
+    def _multi_frame_stems(self):
+        """{state-dict name of a BasicStem's conv1 weight with != 3 inputs: its shape}."""
+        stems = {}
+        for name, module in self.model.named_modules():
+            if isinstance(module, BasicStem) and module.conv1.in_channels != 3:
+                key = name + ".conv1.weight" if name else "conv1.weight"
+                stems[key] = tuple(module.conv1.weight.shape)
+        return stems
+
+    def _align(self, ckpt, stems, c2_conversion):
+        """Detectron2's name heuristics, run per top-level module; multi-frame stems
+        are matched as if they had 3 input channels (they are inflated afterwards)."""
+        if c2_conversion:
+            ckpt, _ = convert_c2_detectron_names(ckpt)
+        groups = defaultdict(dict)
+        for key, value in self.model.state_dict().items():
+            if key in stems:
+                value = value[:, :3]
+            groups[key.split(".", 1)[0]][key] = value
+        aligned, unused = {}, None
+        for group in groups.values():
+            if not any(_suffix_match(m, c) for m in group for c in ckpt):
+                continue
+            result = align_and_update_state_dicts(group, ckpt, c2_conversion=False)
+            aligned.update({k: v for k, v in result.items() if k in group})
+            leftover = {k for k in result if k not in group}  # checkpoint names
+            unused = leftover if unused is None else unused & leftover
+        if unused is None:
+            self.logger.warning("No weights in the checkpoint matched the model.")
+            return ckpt
+        aligned.update({k: ckpt[k] for k in unused})  # reported as unused by Detectron2
+        return aligned
+
+    def _inflate(self, ckpt, stems):
+        for key, shape in stems.items():
+            if key not in ckpt or tuple(ckpt[key].shape) == shape:
+                continue
+            weight = ckpt[key]
+            if weight.dim() != 4 or weight.shape[1] != 3 or shape[1] < 3 * self.num_frames:
+                continue  # Detectron2 reports the shape mismatch and skips it
+            if not self.inflate_stem:
+                self.logger.warning(
+                    "{}: checkpoint has 3 input channels, model {}; not inflated "
+                    "(MODEL.RESNETS.INFLATE_STEM is False), left as initialised.".format(
+                        key, shape[1]))
+                continue
+            ckpt[key] = inflate_stem_weight(weight, shape[1], self.num_frames)
+            self.logger.info(
+                "Inflated {} from 3 to {} input channels: the 3-channel filters copied to "
+                "each of {} frames and divided by {}, the other {} (XYZ) channels zero.".format(
+                    key, shape[1], self.num_frames, self.num_frames,
+                    shape[1] - 3 * self.num_frames))
+
+    def _warn_torchvision_stride(self):
+        strided_1x1 = any(
+            isinstance(m, BottleneckBlock) and m.conv1.stride != (1, 1)
+            for m in self.model.modules()
+        )
+        if strided_1x1:
+            self.logger.warning(
+                "torchvision bottleneck ResNets have the stride in the 3x3 conv, this model "
+                "in the 1x1 conv: set MODEL.RESNETS.STRIDE_IN_1X1 False for these weights.")
+
+    def _load_model(self, checkpoint):
+        ckpt = checkpoint["model"]
+        self._convert_ndarray_to_tensor(ckpt)
+        _strip_prefix_if_present(ckpt, "module.")
+        stems = self._multi_frame_stems()
+        if checkpoint.get("__author__") == "torchvision":
+            self._warn_torchvision_stride()
+        if checkpoint.get("matching_heuristics", False):
+            ckpt = self._align(ckpt, stems, checkpoint.get("__author__") == "Caffe2")
+            checkpoint["matching_heuristics"] = False
+        self._inflate(ckpt, stems)
+        checkpoint["model"] = ckpt
+        return super()._load_model(checkpoint)

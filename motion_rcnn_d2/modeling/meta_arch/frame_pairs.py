@@ -1,0 +1,120 @@
+"""Batching and post-processing shared by the two-frame baselines (FlowNetS, SfM-Net).
+
+Model-input dicts (CONTRACTS.md) carry `image` and `image_next` (uint8 3xHxW), optionally
+`depth` (1xHxW metres), `intrinsics` (3x3), `flow` (2xHxW px) and `flow_valid` (HxW bool), all
+for the (possibly resized) network input, and `height` / `width`, the original image size.
+"""
+import torch
+import torch.nn.functional as F
+from detectron2.modeling.postprocessing import sem_seg_postprocess
+from detectron2.structures import ImageList
+
+__all__ = [
+    "require_key",
+    "batch_frames",
+    "batch_tensors",
+    "batch_flow_targets",
+    "output_size",
+    "resize_flow",
+    "resize_map",
+]
+
+
+def require_key(batched_inputs, key, why):
+    """Raise a clear error when a model-input dict lacks `key` (needed for `why`)."""
+    for i, x in enumerate(batched_inputs):
+        if key not in x:
+            raise KeyError(
+                f"model input {i} ({x.get('image_id', x.get('file_name', '?'))}) has no '{key}', "
+                f"needed for {why}. The data set must provide it (MotionDatasetMapper: dataset "
+                f"dicts with the matching file name, and INPUT.LOAD_FLOW True for 'flow')."
+            )
+
+
+def batch_tensors(tensors, size_divisibility, device, pad_value=0.0):
+    """Pad a list of (C, H_i, W_i) tensors to one (B, C, H, W) ImageList (H, W multiples of
+    `size_divisibility`, padding at the bottom/right with `pad_value`)."""
+    tensors = [t.to(device=device, dtype=torch.float32) for t in tensors]
+    return ImageList.from_tensors(tensors, size_divisibility=size_divisibility, pad_value=pad_value)
+
+
+def batch_frames(batched_inputs, pixel_mean, pixel_std, size_divisibility):
+    """Both frames of each pair, batched.
+
+    normalised = cat((I_t - mean) / std, (I_t+1 - mean) / std) per pair (6 channels, padded with
+    0 = the mean colour), and raw = cat(I_t, I_t+1) / 255 in [0, 1] (padded with 0).
+
+    Args:
+        batched_inputs: model-input dicts with `image`, `image_next` (3xHxW, cfg.INPUT.FORMAT).
+        pixel_mean, pixel_std: (3, 1, 1) tensors on the model's device.
+        size_divisibility: padded H, W are multiples of this.
+    Returns:
+        (normalised ImageList (B, 6, H, W), raw ImageList (B, 6, H, W)); image_sizes (h_i, w_i).
+    """
+    require_key(batched_inputs, "image_next", "a two-frame model")
+    device = pixel_mean.device
+    raw, normalised = [], []
+    for x in batched_inputs:
+        frames = [x["image"].to(device=device, dtype=torch.float32),
+                  x["image_next"].to(device=device, dtype=torch.float32)]
+        if frames[0].shape != frames[1].shape:
+            raise ValueError(f"image {tuple(frames[0].shape)} and image_next "
+                             f"{tuple(frames[1].shape)} of {x.get('image_id', '?')} differ in size")
+        raw.append(torch.cat(frames, dim=0) / 255.0)
+        normalised.append(torch.cat([(f - pixel_mean) / pixel_std for f in frames], dim=0))
+    return (batch_tensors(normalised, size_divisibility, device),
+            batch_tensors(raw, size_divisibility, device))
+
+
+def batch_flow_targets(batched_inputs, size_divisibility, device):
+    """GT flow (B, 2, H, W) px and its validity (B, H, W) bool, padded like the frames (padding
+    is invalid). `flow_valid` defaults to "flow is finite"; non-finite flow is zeroed."""
+    require_key(batched_inputs, "flow", "flow supervision")
+    flows, valids = [], []
+    for x in batched_inputs:
+        flow = x["flow"].to(device=device, dtype=torch.float32)
+        valid = x["flow_valid"].to(device) if "flow_valid" in x else torch.ones_like(flow[0]) > 0
+        valid = valid.bool() & torch.isfinite(flow).all(dim=0)
+        flows.append(torch.where(valid[None], flow, torch.zeros_like(flow)))
+        valids.append(valid[None].float())
+    flow = batch_tensors(flows, size_divisibility, device).tensor
+    valid = batch_tensors(valids, size_divisibility, device).tensor[:, 0] > 0.5
+    return flow, valid
+
+
+def output_size(batched_input, image_size):
+    """(height, width) to return results at: the input dict's original size, else the input's."""
+    return batched_input.get("height", image_size[0]), batched_input.get("width", image_size[1])
+
+
+def resize_flow(flow, image_size, height, width):
+    """Crop a padded flow map to the network input size and resize it to (height, width).
+
+    With pixel centres at integers, a resize by (s_x, s_y) = (width / w, height / h) maps a
+    coordinate as x' = s_x (x + 0.5) - 0.5, so displacements scale by the same factors:
+        flow'(x') = (s_x u, s_y v)(x),   sampled bilinearly (align_corners=False).
+
+    Args:
+        flow: (2, H_pad, W_pad) pixels of the network input.
+        image_size: (h, w) of the network input inside the padding.
+        height, width: output size in pixels.
+    Returns:
+        (2, height, width) pixels of the output size.
+    """
+    h, w = image_size
+    out = sem_seg_postprocess(flow, (h, w), height, width)
+    scale = torch.tensor([width / w, height / h], dtype=out.dtype, device=out.device)
+    return out * scale[:, None, None]
+
+
+def resize_map(values, image_size, height, width, mode="bilinear"):
+    """Crop a padded (C, H_pad, W_pad) map to `image_size` (h, w) and resize it to
+    (C, height, width) without changing its values' units (depth, masks). `mode` is "bilinear"
+    (align_corners=False) or "nearest-exact" (pixel-centre aligned, for maps with invalid zeros)."""
+    h, w = image_size
+    crop = values[None, :, :h, :w]
+    if (h, w) == (height, width):
+        return crop[0]
+    if mode == "bilinear":
+        return F.interpolate(crop, size=(height, width), mode=mode, align_corners=False)[0]
+    return F.interpolate(crop, size=(height, width), mode=mode)[0]

@@ -1,0 +1,281 @@
+"""RoI heads with a motion branch: Mask R-CNN's heads plus per-RoI 3D motion (METHOD.md 3, 6).
+
+`MotionROIHeads` extends `StandardROIHeads` (FPN) and `MotionRes5ROIHeads` extends
+`Res5ROIHeads` (the thesis' C4 variant); `MotionHeadMixin` holds what they share.
+
+Training: the motion head reads the box head's features of the sampled foreground RoIs
+(IoU >= 0.5; computed once for box and motion), and its prediction for the GT class is
+supervised by 3D motion, by GT optical flow, or both (cfg.MODEL.MOTION_RCNN.SUPERVISION).
+Flow supervision also needs each RoI's mask logits, so the mask head's `layers` and the stock
+`mask_rcnn_loss` are called separately then. Inference: like the mask head, the motion head runs
+on the final detection boxes (`forward_with_given_boxes`; FPN: box pooler + box head on the
+detections, C4: the res5 features shared with the mask head) and writes pred_rotations,
+pred_translations, pred_pivots and pred_moving_scores for the predicted class (ungated; the
+meta-architecture applies the moving threshold).
+
+With cfg.MODEL.MOTION_RCNN.MOTION_ON False no motion head is built and both classes behave
+exactly like their Detectron2 parents.
+"""
+from typing import Dict, List, Optional
+
+import torch
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec, cat
+from detectron2.modeling.roi_heads import (
+    ROI_HEADS_REGISTRY,
+    Res5ROIHeads,
+    StandardROIHeads,
+    select_foreground_proposals,
+)
+from detectron2.modeling.roi_heads.mask_head import BaseMaskRCNNHead, mask_rcnn_loss
+from detectron2.structures import ImageList, Instances
+
+from .motion_head import build_motion_head
+from .motion_losses import FlowSupervision, roi_flow_loss
+
+__all__ = ["SUPERVISIONS", "check_supervision", "MotionHeadMixin", "MotionROIHeads",
+           "MotionRes5ROIHeads"]
+
+# Values of cfg.MODEL.MOTION_RCNN.SUPERVISION.
+SUPERVISIONS = ("motion", "flow", "both")
+_GT_MOTION_FIELDS = ("gt_rotations", "gt_translations", "gt_pivots", "gt_moving")
+
+
+def check_supervision(supervision):
+    """Raise a ValueError naming the config key unless `supervision` is known."""
+    if supervision not in SUPERVISIONS:
+        raise ValueError(
+            f"MODEL.MOTION_RCNN.SUPERVISION = {supervision!r}: use one of {SUPERVISIONS}")
+
+
+class MotionHeadMixin:
+    """Motion branch shared by the FPN and C4 RoI heads (no state of its own beyond
+    `_setup_motion`)."""
+
+    @classmethod
+    def _init_motion_head(cls, cfg, input_shape: ShapeSpec):
+        """Constructor arguments of the motion branch; `input_shape` = per-RoI box feature."""
+        if not cfg.MODEL.MOTION_RCNN.MOTION_ON:
+            return {}
+        supervision = cfg.MODEL.MOTION_RCNN.SUPERVISION
+        check_supervision(supervision)
+        if supervision != "motion" and not cfg.MODEL.MASK_ON:
+            raise ValueError(
+                f"MODEL.MOTION_RCNN.SUPERVISION = {supervision!r} composes flow from the "
+                "predicted masks, but MODEL.MASK_ON is False: set MODEL.MASK_ON True or "
+                "MODEL.MOTION_RCNN.SUPERVISION 'motion'"
+            )
+        return {
+            "motion_head": build_motion_head(cfg, input_shape),
+            "motion_supervision": supervision,
+            "flow_grid_size": cfg.MODEL.ROI_MOTION_HEAD.FLOW_GRID_SIZE,
+            "flow_loss_weight": cfg.MODEL.ROI_MOTION_HEAD.FLOW_LOSS_WEIGHT,
+        }
+
+    def _setup_motion(self, motion_head, motion_supervision, flow_grid_size, flow_loss_weight):
+        check_supervision(motion_supervision)
+        self.motion_on = motion_head is not None
+        self.motion_head = motion_head
+        self.motion_supervision = motion_supervision
+        self.flow_grid_size = flow_grid_size
+        self.flow_loss_weight = flow_loss_weight
+
+    @property
+    def uses_flow_supervision(self):
+        """True when the RoI flow loss is computed (and needs `flow_targets` in training)."""
+        return self.motion_on and self.motion_supervision in ("flow", "both")
+
+    def _mask_losses_and_logits(self, mask_features, fg_proposals):
+        """Mask loss of the foreground RoIs, plus their mask logits when flow supervision needs
+        them (else None)."""
+        if not self.mask_on:
+            return {}, None
+        if not self.uses_flow_supervision:
+            return self.mask_head(mask_features, fg_proposals), None
+        if not isinstance(self.mask_head, BaseMaskRCNNHead):
+            raise ValueError(
+                "flow supervision needs the mask logits, which only mask heads derived from "
+                f"BaseMaskRCNNHead expose; MODEL.ROI_MASK_HEAD.NAME builds "
+                f"{type(self.mask_head).__name__}: use MaskRCNNConvUpsampleHead"
+            )
+        logits = self.mask_head.layers(mask_features)
+        loss = mask_rcnn_loss(logits, fg_proposals, self.mask_head.vis_period)
+        return {"loss_mask": loss * self.mask_head.loss_weight}, logits
+
+    def _motion_losses(self, motion_features, fg_proposals: List[Instances], mask_logits,
+                       flow_targets: Optional[FlowSupervision]) -> Dict[str, torch.Tensor]:
+        """Motion and/or RoI flow losses of the foreground RoIs (their GT class's motion)."""
+        classes = cat([p.gt_classes for p in fg_proposals])
+        pred = self.motion_head(motion_features, classes)
+        losses = {}
+        if self.motion_supervision in ("motion", "both"):
+            losses.update(self.motion_head.losses(pred, *_gt_motions(fg_proposals, pred)))
+        if self.uses_flow_supervision:
+            if flow_targets is None:
+                raise ValueError("MODEL.MOTION_RCNN.SUPERVISION uses flow: the RoI heads need "
+                                 "flow_targets (depth, intrinsics, flow, flow_valid) in training")
+            boxes = cat([p.proposal_boxes.tensor for p in fg_proposals])
+            batch_index = cat([torch.full((len(p),), i, dtype=torch.int64, device=boxes.device)
+                               for i, p in enumerate(fg_proposals)])
+            rows = torch.arange(classes.shape[0], device=classes.device)
+            class_logits = (mask_logits[rows, classes] if mask_logits.shape[1] > 1
+                            else mask_logits[:, 0])
+            moving = pred["moving_logits"].softmax(dim=1)[:, 1]
+            losses["loss_flow_roi"] = self.flow_loss_weight * roi_flow_loss(
+                boxes, batch_index, class_logits.sigmoid(), moving, pred["rotations"],
+                pred["translations"], pred["pivots"], flow_targets, self.flow_grid_size)
+        return losses
+
+    def _predict_motion(self, motion_features, instances: List[Instances]):
+        """Write pred_rotations (N,3,3), pred_translations (N,3), pred_pivots (N,3) and
+        pred_moving_scores (N,) of each detection's predicted class into `instances`."""
+        pred = self.motion_head(motion_features, cat([x.pred_classes for x in instances]))
+        moving = pred["moving_logits"].softmax(dim=1)[:, 1]
+        sizes = [len(x) for x in instances]
+        fields = zip(pred["rotations"].split(sizes), pred["translations"].split(sizes),
+                     pred["pivots"].split(sizes), moving.split(sizes))
+        for inst, (rotations, translations, pivots, moving_scores) in zip(instances, fields):
+            inst.pred_rotations = rotations
+            inst.pred_translations = translations
+            inst.pred_pivots = pivots
+            inst.pred_moving_scores = moving_scores
+        return instances
+
+
+def _gt_motions(fg_proposals, pred):
+    """GT rotations (N,3,3), translations (N,3), pivots (N,3) and moving (N,) of the foreground
+    RoIs (empty tensors when there is none)."""
+    present = [p for p in fg_proposals if len(p)]
+    for p in present:
+        missing = [name for name in _GT_MOTION_FIELDS if not p.has(name)]
+        if missing:
+            raise ValueError(
+                f"MODEL.MOTION_RCNN.SUPERVISION 'motion'/'both' needs 3D motion ground truth, "
+                f"but the training instances lack {missing}: use a data set with motion GT or "
+                "set MODEL.MOTION_RCNN.SUPERVISION 'flow'"
+            )
+    if not present:
+        like = pred["translations"]
+        return (like.new_zeros(0, 3, 3), like.new_zeros(0, 3), like.new_zeros(0, 3),
+                torch.zeros(0, dtype=torch.bool, device=like.device))
+    return tuple(cat([p.get(name) for p in present]) for name in _GT_MOTION_FIELDS)
+
+
+@ROI_HEADS_REGISTRY.register()
+class MotionROIHeads(MotionHeadMixin, StandardROIHeads):
+    """StandardROIHeads (FPN) + RoI motion head on the box head's FC features."""
+
+    @configurable
+    def __init__(self, *, motion_head=None, motion_supervision: str = "motion",
+                 flow_grid_size: int = 14, flow_loss_weight: float = 1.0, **kwargs):
+        """
+        Args:
+            motion_head: the RoI motion head, or None (plain StandardROIHeads).
+            motion_supervision: "motion", "flow" or "both".
+            flow_grid_size: m of the m x m flow-supervision grid per RoI.
+            flow_loss_weight: weight of loss_flow_roi.
+            kwargs: arguments of StandardROIHeads.
+        """
+        super().__init__(**kwargs)
+        self._setup_motion(motion_head, motion_supervision, flow_grid_size, flow_loss_weight)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        ret = super().from_config(cfg, input_shape)
+        motion = cls._init_motion_head(cfg, ret["box_head"].output_shape)
+        if motion and ret["train_on_pred_boxes"]:
+            raise ValueError("MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES is not supported with the "
+                             "motion head: set it False (or MODEL.MOTION_RCNN.MOTION_ON False)")
+        ret.update(motion)
+        return ret
+
+    def _box_features(self, features, boxes):
+        return self.box_head(self.box_pooler([features[f] for f in self.box_in_features], boxes))
+
+    def forward(self, images: ImageList, features: Dict[str, torch.Tensor],
+                proposals: List[Instances], targets: Optional[List[Instances]] = None,
+                flow_targets: Optional[FlowSupervision] = None):
+        """As StandardROIHeads.forward; in training with the motion head also the motion losses
+        (`flow_targets` is needed for flow supervision)."""
+        if not (self.training and self.motion_on):
+            return super().forward(images, features, proposals, targets)
+        if not targets:
+            raise ValueError("MotionROIHeads needs 'targets' (GT instances) in training")
+        proposals = self.label_and_sample_proposals(proposals, targets)
+        box_features = self._box_features(features, [x.proposal_boxes for x in proposals])
+        losses = self.box_predictor.losses(self.box_predictor(box_features), proposals)
+        fg_proposals, fg_selection = select_foreground_proposals(proposals, self.num_classes)
+        mask_logits = None
+        if self.mask_on:
+            mask_losses, mask_logits = self._mask_losses_and_logits(
+                self._mask_features(features, fg_proposals), fg_proposals)
+            losses.update(mask_losses)
+        losses.update(self._forward_keypoint(features, proposals))
+        losses.update(self._motion_losses(box_features[torch.cat(fg_selection)], fg_proposals,
+                                          mask_logits, flow_targets))
+        return proposals, losses
+
+    def _mask_features(self, features, fg_proposals):
+        """Input of the mask head for the foreground proposals (as StandardROIHeads uses it)."""
+        if self.mask_pooler is None:
+            return {f: features[f] for f in self.mask_in_features}
+        return self.mask_pooler([features[f] for f in self.mask_in_features],
+                                [x.proposal_boxes for x in fg_proposals])
+
+    def forward_with_given_boxes(self, features, instances):
+        """Masks (and keypoints) as StandardROIHeads, then motions from the box head features
+        of the given boxes."""
+        instances = super().forward_with_given_boxes(features, instances)
+        if not self.motion_on:
+            return instances
+        box_features = self._box_features(features, [x.pred_boxes for x in instances])
+        return self._predict_motion(box_features, instances)
+
+
+@ROI_HEADS_REGISTRY.register()
+class MotionRes5ROIHeads(MotionHeadMixin, Res5ROIHeads):
+    """Res5ROIHeads (C4) + RoI motion head on the averaged res5 RoI features."""
+
+    @configurable
+    def __init__(self, *, motion_head=None, motion_supervision: str = "motion",
+                 flow_grid_size: int = 14, flow_loss_weight: float = 1.0, **kwargs):
+        """Arguments as MotionROIHeads; kwargs: arguments of Res5ROIHeads."""
+        super().__init__(**kwargs)
+        self._setup_motion(motion_head, motion_supervision, flow_grid_size, flow_loss_weight)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        ret = super().from_config(cfg, input_shape)
+        ret.update(cls._init_motion_head(cfg, ShapeSpec(channels=ret["res5"][-1].out_channels)))
+        return ret
+
+    def forward(self, images: ImageList, features: Dict[str, torch.Tensor],
+                proposals: List[Instances], targets: Optional[List[Instances]] = None,
+                flow_targets: Optional[FlowSupervision] = None):
+        """As Res5ROIHeads.forward; in training with the motion head also the motion losses."""
+        if not (self.training and self.motion_on):
+            return super().forward(images, features, proposals, targets)
+        if not targets:
+            raise ValueError("MotionRes5ROIHeads needs 'targets' (GT instances) in training")
+        proposals = self.label_and_sample_proposals(proposals, targets)
+        box_features = self._shared_roi_transform([features[f] for f in self.in_features],
+                                                  [x.proposal_boxes for x in proposals])
+        losses = self.box_predictor.losses(self.box_predictor(box_features.mean(dim=[2, 3])),
+                                           proposals)
+        fg_proposals, fg_selection = select_foreground_proposals(proposals, self.num_classes)
+        fg_features = box_features[torch.cat(fg_selection)]
+        mask_losses, mask_logits = self._mask_losses_and_logits(fg_features, fg_proposals)
+        losses.update(mask_losses)
+        losses.update(self._motion_losses(fg_features.mean(dim=[2, 3]), fg_proposals,
+                                          mask_logits, flow_targets))
+        return [], losses
+
+    def forward_with_given_boxes(self, features, instances):
+        """Masks and motions from one res5 pass over the given boxes."""
+        if not self.motion_on:
+            return super().forward_with_given_boxes(features, instances)
+        x = self._shared_roi_transform([features[f] for f in self.in_features],
+                                       [i.pred_boxes for i in instances])
+        if self.mask_on:
+            instances = self.mask_head(x, instances)
+        return self._predict_motion(x.mean(dim=[2, 3]), instances)

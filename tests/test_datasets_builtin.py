@@ -1,0 +1,101 @@
+"""Registration: built-in names, lazy loading, the data root from the environment, the split,
+the synthetic world generated on first use, register_motion_dataset."""
+import os
+import random
+
+import pytest
+
+import motion_rcnn_d2  # first: installs the Detectron2 compatibility layer
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from motion_rcnn_d2.data import MotionDatasetMapper, register_motion_dataset
+from motion_rcnn_d2.data.datasets import load_vkitti2, synthetic
+from motion_rcnn_d2.data.synthetic import generate_world
+
+BUILTIN = ["vkitti2_clone_train", "vkitti2_clone_val", "vkitti1_clone_train", "vkitti1_clone_val",
+           "synthetic_train", "synthetic_val", "kitti2015_train"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("world") / "synthetic"
+    generate_world(root, sequences=2, frames=5, width=48, height=24, seed=1, progress=False)
+    return str(root)
+
+
+@pytest.fixture
+def fresh_name():
+    names = []
+
+    def make(name):
+        names.append(name)
+        return name
+
+    yield make
+    for name in names:
+        if name in DatasetCatalog.list():
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+
+
+def test_builtin_names_and_metadata():
+    assert motion_rcnn_d2.data.MotionDatasetMapper is MotionDatasetMapper
+    for name in BUILTIN:
+        assert name in DatasetCatalog.list()
+        meta = MetadataCatalog.get(name)
+        assert meta.thing_classes == ["Car", "Van"] and meta.evaluator_type == "motion"
+
+
+def test_registration_is_lazy_and_missing_root_is_named(tmp_path, fresh_name, monkeypatch):
+    missing = str(tmp_path / "nowhere")
+    register_motion_dataset(fresh_name("my_missing_set"), missing)  # reads nothing
+    assert not os.path.exists(missing)
+    with pytest.raises(FileNotFoundError, match=f"'my_missing_set'.*{missing}"):
+        DatasetCatalog.get("my_missing_set")
+    monkeypatch.setenv("MOTION_RCNN_DATASETS", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"'vkitti1_clone_val'.*vkitti1"):
+        DatasetCatalog.get("vkitti1_clone_val")
+
+
+def test_user_split_is_the_thesis_split(world, fresh_name):
+    everything = load_vkitti2(world, min_visible_pixels=1)
+    order = list(range(len(everything)))
+    random.Random(0).shuffle(order)
+    register_motion_dataset(fresh_name("user_val"), world, split="val", num_val=3,
+                            min_visible_pixels=1)
+    register_motion_dataset(fresh_name("user_train"), world, split="train", num_val=3,
+                            min_visible_pixels=1)
+    val, train = DatasetCatalog.get("user_val"), DatasetCatalog.get("user_train")
+    assert [d["image_id"] for d in val] == [everything[i]["image_id"] for i in order[:3]]
+    assert [d["image_id"] for d in train] == [everything[i]["image_id"] for i in order[3:]]
+    with pytest.raises(ValueError, match="already registered"):
+        register_motion_dataset("user_val", world)
+
+
+def test_builtin_synthetic_from_env_root(world, monkeypatch):
+    monkeypatch.setenv("MOTION_RCNN_DATASETS", os.path.dirname(world))
+    val, train = DatasetCatalog.get("synthetic_val"), DatasetCatalog.get("synthetic_train")
+    assert len(val) == 2 and len(train) == 6  # 8 pairs, 20 % for validation
+    assert {d["image_id"] for d in val}.isdisjoint(d["image_id"] for d in train)
+    assert all(d["file_name"].startswith(world) for d in val + train)
+
+
+def test_synthetic_world_generated_on_first_use(tmp_path, monkeypatch):
+    monkeypatch.setitem(synthetic.SYNTHETIC_WORLD, "sequences", 1)
+    monkeypatch.setitem(synthetic.SYNTHETIC_WORLD, "frames", 6)
+    monkeypatch.setitem(synthetic.SYNTHETIC_WORLD, "width", 32)
+    monkeypatch.setitem(synthetic.SYNTHETIC_WORLD, "height", 16)
+    monkeypatch.setenv("MOTION_RCNN_DATASETS", str(tmp_path))
+    val = DatasetCatalog.get("synthetic_val")
+    assert len(val) == 1 and len(DatasetCatalog.get("synthetic_train")) == 4
+    assert os.path.isdir(tmp_path / "synthetic" / "Scene01" / "clone" / "frames")
+    assert [p for p in os.listdir(tmp_path) if p != "synthetic"] == []  # no temporary left
+
+
+def test_split_sizes():
+    from motion_rcnn_d2.data.datasets.common import split_pairs
+
+    pairs = [{"image_id": str(i)} for i in range(10)]
+    assert len(split_pairs(pairs, "val", 0.2)) == 2 and len(split_pairs(pairs, "train", 0.2)) == 8
+    assert split_pairs(pairs, None, 3) == pairs
+    with pytest.raises(ValueError, match="Cannot split 10 pairs with 10"):
+        split_pairs(pairs, "train", 10)

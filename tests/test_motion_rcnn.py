@@ -1,0 +1,196 @@
+"""MotionRCNN (FPN variant): input stacking, training losses and gradients, outputs, flow."""
+import pytest
+import torch
+import torch.nn.functional as F
+from detectron2.modeling import build_model
+from motion_rcnn_inputs import (
+    assert_every_parameter_has_a_gradient,
+    diversify_motions,
+    make_input,
+    one_hot_by_score,
+    outputs,
+    tiny_cfg,
+    train_step,
+)
+
+from motion_rcnn_d2.geometry import backproject, camera_flow, compose_flow
+
+
+def test_network_input_stacking_and_padding():
+    cfg = tiny_cfg(XYZ_SCALE=4.0)
+    model = build_model(cfg).eval()
+    x = make_input(height=100, width=150, num_instances=0, training=False)
+    images = model.preprocess_image([x])
+    assert images.tensor.shape == (1, 12, 128, 192)  # padded to the size divisibility 64
+    assert images.image_sizes == [(100, 150)]
+    mean = torch.tensor(cfg.MODEL.PIXEL_MEAN).view(3, 1, 1)
+    std = torch.tensor(cfg.MODEL.PIXEL_STD).view(3, 1, 1)
+    got = images.tensor[0, :, :100, :150]
+    assert torch.allclose(got[:3], (x["image"].float() - mean) / std)
+    assert torch.allclose(got[3:6], (x["image_next"].float() - mean) / std)
+    for channels, depth in ((slice(6, 9), x["depth"]), (slice(9, 12), x["depth_next"])):
+        xyz = backproject(depth[None], x["intrinsics"][None])[0] / 4.0
+        assert torch.allclose(got[channels], xyz * (depth > 0), atol=1e-5)
+    assert float(got[6:, :3, :5].abs().sum()) == 0.0  # invalid depth -> 0
+    assert float(images.tensor[0, :, 100:].abs().sum()) == 0.0  # padding
+
+    del x["depth_next"]  # XYZ_t+1 falls back to depth
+    fallback = model.preprocess_image([x]).tensor[0]
+    assert torch.equal(fallback[9:12], fallback[6:9])
+    six = build_model(tiny_cfg(XYZ_INPUT=False)).eval()
+    assert six.preprocess_image([x]).tensor.shape[1] == 6
+
+
+@pytest.mark.parametrize("supervision", ["motion", "flow", "both"])
+def test_every_parameter_gets_a_gradient(supervision):
+    model = build_model(tiny_cfg(SUPERVISION=supervision))
+    losses = train_step(model, [make_input(seed=0)])
+    expected = {"loss_cls", "loss_box_reg", "loss_mask", "loss_rpn_cls", "loss_rpn_loc"}
+    if supervision != "flow":
+        expected |= {"loss_motion_rot", "loss_motion_trans", "loss_motion_pivot",
+                     "loss_motion_moving", "loss_cam_rot", "loss_cam_trans", "loss_cam_moving"}
+    if supervision != "motion":
+        expected |= {"loss_flow_roi", "loss_flow_cam"}
+    assert set(losses) == expected
+    assert_every_parameter_has_a_gradient(model)
+
+
+def test_images_without_instances_train():
+    model = build_model(tiny_cfg(SUPERVISION="both"))
+    inputs = [make_input(seed=3, num_instances=0), make_input(seed=4, num_instances=0)]
+    losses = train_step(model, inputs)
+    assert float(losses["loss_motion_trans"]) == 0.0 and float(losses["loss_flow_roi"]) == 0.0
+    assert float(losses["loss_flow_cam"]) > 0.0
+    assert_every_parameter_has_a_gradient(model)  # DDP without find_unused_parameters
+
+
+def test_training_errors_name_the_missing_ground_truth():
+    x = make_input(flow=False)
+    with pytest.raises(KeyError, match="flow"):
+        train_step(build_model(tiny_cfg(SUPERVISION="flow")), [x])
+    x = make_input()
+    del x["camera_motion"]
+    with pytest.raises(ValueError, match="camera_motion"):
+        train_step(build_model(tiny_cfg()), [x])
+    x = make_input()
+    x["instances"].remove("gt_pivots")
+    with pytest.raises(ValueError, match="SUPERVISION 'flow'"):
+        train_step(build_model(tiny_cfg()), [x])
+
+
+def test_output_shapes_and_gating():
+    model = build_model(tiny_cfg())
+    diversify_motions(model)
+    x = make_input(seed=5, training=False)
+    x["height"], x["width"] = 192, 256  # original size: twice the network input
+    out = outputs(model, x)
+    inst = out["instances"]
+    n = len(inst)
+    assert n > 0 and inst.image_size == (192, 256)
+    assert inst.pred_boxes.tensor.shape == (n, 4) and inst.scores.shape == (n,)
+    assert inst.pred_classes.shape == (n,) and inst.pred_masks.shape == (n, 192, 256)
+    assert inst.pred_masks.dtype == torch.bool
+    assert inst.pred_rotations.shape == (n, 3, 3) and inst.pred_translations.shape == (n, 3)
+    assert inst.pred_pivots.shape == (n, 3) and inst.pred_moving_scores.shape == (n,)
+    cam = out["camera_motion"]
+    assert cam["rotation"].shape == (3, 3) and cam["translation"].shape == (3,)
+    assert cam["moving_score"].shape == ()
+    assert out["flow"].shape == (2, 192, 256) and out["flow_valid"].shape == (192, 256)
+    assert out["flow_valid"].dtype == torch.bool
+    still = inst.pred_moving_scores <= 0.5
+    assert still.any() and (~still).any()
+    assert torch.equal(inst.pred_rotations[still], torch.eye(3).expand(int(still.sum()), 3, 3))
+    assert torch.equal(inst.pred_translations[still], torch.zeros(int(still.sum()), 3))
+    assert not torch.allclose(inst.pred_rotations[~still], torch.eye(3), atol=1e-4)
+    rotations = inst.pred_rotations[~still]  # orthonormal
+    assert torch.allclose(rotations @ rotations.transpose(1, 2), torch.eye(3).expand_as(rotations),
+                          atol=1e-5)
+
+
+def test_output_flow_equals_compose_flow_of_the_output_motions():
+    """Independent recomputation: soft-mask compose_flow on one-hot masks; original size 1.5x
+    the network input, so depth (constant: any resize is exact) and K must be rescaled."""
+    model = build_model(tiny_cfg())
+    diversify_motions(model, seed=1)
+    x = make_input(seed=6, training=False)
+    x["depth"] = torch.full((1, 96, 128), 14.0)
+    x["depth_next"] = x["depth"]
+    x["height"], x["width"] = 144, 192
+    out = outputs(model, x)
+    inst = out["instances"]
+    masks = one_hot_by_score(inst.pred_masks, inst.scores)
+    assert len(inst) > 1 and float(masks.sum(0).max()) == 1.0
+    assert bool((inst.pred_masks.sum(0) > 1).any())  # overlaps exist: the score order matters
+    k = x["intrinsics"].clone()
+    k[:2, :2] *= 1.5
+    k[:2, 2] = (k[:2, 2] + 0.5) * 1.5 - 0.5  # pixel centres at integers
+    cam = out["camera_motion"]
+    flow, valid = compose_flow(torch.full((1, 1, 144, 192), 14.0), k[None], masks[None],
+                               inst.pred_rotations[None], inst.pred_translations[None],
+                               inst.pred_pivots[None], cam["rotation"][None],
+                               cam["translation"][None])
+    assert torch.equal(out["flow_valid"], valid[0])
+    assert torch.allclose(out["flow"], flow[0], atol=1e-3)
+    assert float(out["flow"].abs().max()) > 1.0
+
+
+def test_zero_detections_give_empty_motions_and_camera_flow():
+    model = build_model(tiny_cfg())
+    diversify_motions(model, seed=2)
+    with torch.no_grad():
+        model.roi_heads.box_predictor.cls_score.bias[:-1] = -1e4  # every box is background
+    x = make_input(seed=7, training=False)
+    out = outputs(model, x)
+    inst = out["instances"]
+    assert len(inst) == 0
+    assert inst.pred_rotations.shape == (0, 3, 3) and inst.pred_translations.shape == (0, 3)
+    assert inst.pred_pivots.shape == (0, 3) and inst.pred_moving_scores.shape == (0,)
+    cam = out["camera_motion"]
+    flow, valid = camera_flow(x["depth"][None], x["intrinsics"][None], cam["rotation"][None],
+                              cam["translation"][None])
+    assert torch.equal(out["flow"], flow[0]) and torch.equal(out["flow_valid"], valid[0])
+
+
+def test_flow_needs_masks_and_depth():
+    cfg = tiny_cfg()
+    cfg.MODEL.MASK_ON = False
+    with pytest.raises(ValueError, match="MODEL.MASK_ON"):
+        build_model(cfg)
+    cfg.MODEL.MOTION_RCNN.FLOW_OUTPUT = False
+    build_model(cfg)  # no flow asked: fine
+    model = build_model(tiny_cfg(XYZ_INPUT=False))
+    x = make_input(training=False)
+    del x["depth"]
+    with pytest.raises(ValueError, match="'depth'.*FLOW_OUTPUT"):
+        outputs(model, x)
+    with pytest.raises(ValueError, match="'depth'.*XYZ_INPUT"):
+        outputs(build_model(tiny_cfg()), x)
+
+
+def test_model_is_on_the_configured_device():
+    cfg = tiny_cfg(XYZ_INPUT=False)
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg)
+    assert {p.device.type for p in model.parameters()} == {"cpu"}
+    assert {b.device.type for b in model.buffers()} == {"cpu"}
+    out = outputs(model, make_input(training=False))
+    assert out["flow"].device.type == "cpu" and out["instances"].scores.device.type == "cpu"
+
+
+def test_nearest_resize_of_depth_for_the_original_size():
+    """A depth step edge stays a step (nearest) when the flow is composed at 2x the input."""
+    model = build_model(tiny_cfg(MOTION_ON=False))
+    diversify_motions(model, seed=3)
+    x = make_input(training=False)
+    x["depth"] = torch.where(torch.arange(128) < 64, 10.0, 20.0).expand(1, 96, 128).clone()
+    x["height"], x["width"] = 192, 256
+    out = outputs(model, x)
+    big = F.interpolate(x["depth"][None], scale_factor=2, mode="nearest")
+    k = x["intrinsics"].clone()
+    k[:2] *= 2.0
+    k[:2, 2] += 0.5
+    cam = out["camera_motion"]
+    flow, _ = camera_flow(big, k[None], cam["rotation"][None], cam["translation"][None])
+    assert "pred_rotations" not in out["instances"].get_fields()
+    assert float(cam["moving_score"]) > 0.5 and float(flow.abs().max()) > 1.0
+    assert torch.allclose(out["flow"], flow[0], atol=1e-3)
