@@ -69,7 +69,7 @@ def setup(args):
 def main(args):
     cfg = setup(args)
     # Generates the synthetic world on first use (main process only, others wait).
-    prepare_datasets(cfg)
+    prepare_datasets(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
     if args.eval_only:
         model = Trainer.build_model(cfg)
         MotionCheckpointer.from_config(cfg, model, save_dir=cfg.OUTPUT_DIR).resume_or_load(

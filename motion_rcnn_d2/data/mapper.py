@@ -202,7 +202,9 @@ class MotionDatasetMapper:
             return np.where(valid[..., None], flow, 0).astype(np.float32), valid
         return formats.read_vkitti_flow_png(path)
 
-    def _read(self, record):
+    def read_pair(self, record):
+        """Read the files of a dataset dict at their own size: (frame t HxWx3, {"image_next",
+        "depth", "depth_next", "flow", "flow_valid", "flow_noc_valid"} where present)."""
         image = self._read_image(record["file_name"])
         size = image.shape[:2]
         expected = (record.get("height", size[0]), record.get("width", size[1]))
@@ -229,7 +231,7 @@ class MotionDatasetMapper:
     def __call__(self, dataset_dict):
         record = copy.deepcopy(dataset_dict)
         try:
-            image, dense = self._read(record)
+            image, dense = self.read_pair(record)
         except (OSError, ValueError) as error:
             pair = record.get("image_id", record["file_name"])
             raise type(error)(f"{error} (pair '{pair}')") from error

@@ -9,7 +9,7 @@ import torch
 from detectron2.utils.visualizer import ColorMode, Visualizer
 from torchvision.utils import flow_to_image
 
-from ..geometry import matrix_to_euler_sines, rotation_angle_deg
+from ..geometry import rotation_angle_deg
 
 __all__ = ["flow_picture", "flow_pictures", "flow_error_picture", "draw_motions", "motion_summary"]
 
@@ -145,8 +145,3 @@ def draw_motions(image_rgb, instances, metadata=None, camera_motion=None):
         vis.draw_text(text, (4, 4), horizontal_alignment="left", font_size=max(8, image_rgb.shape[0] // 25))
     return vis.output.get_image()
 
-
-def euler_degrees(rotation):
-    """Euler angles (alpha about x, beta about y, gamma about z) in degrees of a 3x3 rotation."""
-    sines = matrix_to_euler_sines(torch.as_tensor(rotation).float().reshape(3, 3))
-    return torch.rad2deg(torch.asin(sines)).tolist()

@@ -127,16 +127,15 @@ def register_all_motion_datasets():
                       dataset_folder=kind)
 
 
-def prepare_datasets(cfg):
-    """Generate the synthetic world for the data sets of ``cfg`` before any loader runs.
+def prepare_datasets(names):
+    """Generate the synthetic worlds of the data sets ``names`` before any loader runs.
 
     Only the main process generates (with a progress bar); the others wait for it, so several
     processes of a ``launch`` never render the same world at once.
     """
     from detectron2.utils import comm
 
-    folders = {MetadataCatalog.get(n).get("dataset_folder", None)
-               for n in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)}
+    folders = {MetadataCatalog.get(n).get("dataset_folder", None) for n in names}
     if comm.is_main_process():
         for folder in sorted(folders & set(SYNTHETIC_WORLDS)):
             ensure_synthetic_world(os.path.join(datasets_root(), folder),

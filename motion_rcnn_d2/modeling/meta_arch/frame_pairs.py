@@ -118,3 +118,9 @@ def resize_map(values, image_size, height, width, mode="bilinear"):
     if mode == "bilinear":
         return F.interpolate(crop, size=(height, width), mode=mode, align_corners=False)[0]
     return F.interpolate(crop, size=(height, width), mode=mode)[0]
+
+
+# Appended to "no image_next" errors: a single image (DefaultPredictor) is not a model input.
+PAIR_HINT = (" Two-frame models take frame pairs: a single image (e.g. from Detectron2's "
+             "DefaultPredictor) is not enough. Use motion_rcnn_d2.MotionPredictor: "
+             "predictor(image, image_next, depth, intrinsics).")
