@@ -5,7 +5,7 @@ PY := .venv/bin/python
 OUT ?= output/synthetic_cpu
 CONFIG ?= configs/synthetic/motion_rcnn_R18_C6_FPN_cpu.yaml
 
-.PHONY: setup test demo train eval benchmark clean
+.PHONY: setup test demo benchmark clean
 
 setup:
 	@bash scripts/setup.sh
@@ -13,11 +13,12 @@ setup:
 test: setup
 	$(PY) -m pytest -q tests
 
+# train_net.py generates the synthetic world into datasets/ on first use, trains, then
+# evaluates on synthetic_val (the metric table); demo.py draws validation pairs.
 demo: setup
-	$(PY) tools/generate_synthetic.py --out datasets/synthetic
 	$(PY) train_net.py --config-file $(CONFIG) OUTPUT_DIR $(OUT)
-	$(PY) demo.py --config-file $(CONFIG) --dataset synthetic_val --output $(OUT)/demo \
-	    --opts MODEL.WEIGHTS $(OUT)/model_final.pth
+	$(PY) demo.py --config-file $(CONFIG) --dataset synthetic_val --max-pairs 8 \
+	    --output $(OUT)/demo --opts MODEL.WEIGHTS $(OUT)/model_final.pth
 
 benchmark: setup
 	$(PY) tools/benchmark.py --quick

@@ -10,13 +10,18 @@ m_k and per-object motions (R_k, t_k, p_k) and the camera motion (R_cam, t_cam) 
 
 Training loss (sfmnet_losses.py; weights MODEL.SFMNET.*, a term with weight 0 is not computed):
     PHOTOMETRIC_WEIGHT    x  L1(I_t, I_t+1 warped back by the flow), pixels leaving the image out
-    DEPTH_SMOOTH_WEIGHT   x  L1 of depth gradients (m; predicted depth only)
+    DEPTH_SMOOTH_WEIGHT   x  L1 of the gradients of the mean-normalised inverse depth
+                             (1/d) / mean(1/d) (predicted depth only; see below)
     FLOW_SMOOTH_WEIGHT    x  L1 of flow gradients (px)
     MASK_SMOOTH_WEIGHT    x  L1 of mask gradients
     DEPTH_WEIGHT          x  L1 to the input's valid `depth` (m; predicted depth only)
     CAMERA_MOTION_WEIGHT  x  L1 on the 9 entries of R_cam and on t_cam (m) vs `camera_motion`
     FLOW_WEIGHT           x  L1 to the input's `flow` on `flow_valid` pixels (px)
 Each image's terms are computed on its own unpadded area, then averaged over the batch.
+Depth smoothness acts on inverse depth normalised by its mean (as Monodepth2): it is
+scale-invariant (monocular depth has no scale without supervision) and does not let the far
+background's metre-sized steps dominate; on depth in metres it drove the unsupervised model
+to a constant depth on the synthetic world.
 The defaults (config.py) are photometric 1.0, each smoothness 0.01, supervision off; the
 SfM-Net paper does not publish its weights.
 
@@ -177,7 +182,9 @@ class SfMNet(nn.Module):
             if "mask_smooth" in terms:
                 terms["mask_smooth"].append(sfm_losses.smoothness_loss(pred["masks"][crop]))
             if "depth_smooth" in terms and not self.use_gt_depth:
-                terms["depth_smooth"].append(sfm_losses.smoothness_loss(pred["depth"][crop]))
+                disparity = 1.0 / pred["depth"][crop]
+                terms["depth_smooth"].append(
+                    sfm_losses.smoothness_loss(disparity / disparity.mean()))
             if "depth" in terms and not self.use_gt_depth:
                 terms["depth"].append(sfm_losses.depth_loss(pred["depth"][crop], given_depth[crop]))
             if "flow" in terms:
