@@ -6,8 +6,12 @@
     python train_net.py --config-file ... --resume
     python train_net.py --config-file ... --num-gpus 8   (or --num-machines/--machine-rank/--dist-url)
 
-The Trainer overrides only builders: data loaders with MotionDatasetMapper, the motion
-(+ COCO) evaluators and the checkpointer that inflates 3-channel stems.
+--num-gpus N with MODEL.DEVICE "cpu" trains in N CPU processes (gloo; engine/launch.py).
+
+The Trainer overrides builders: data loaders with MotionDatasetMapper (training: a
+ResumableTrainLoader, so --resume continues the exact data stream; engine/resume.py), the
+motion (+ COCO) evaluators and the checkpointer that inflates 3-channel stems and saves
+atomically. Its checkpoints also hold the optimizer state.
 """
 import logging
 import os
@@ -19,21 +23,27 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import motion_rcnn_d2  # noqa: F401  (first: adapts the Detectron2 build, registers components)
 from detectron2.config import get_cfg
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.data import build_detection_test_loader
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
 from motion_rcnn_d2 import add_motion_rcnn_config
 from motion_rcnn_d2.data import MotionDatasetMapper, prepare_datasets
 from motion_rcnn_d2.engine import MotionCheckpointer
+from motion_rcnn_d2.engine.launch import cpu_ddp_support, launch
+from motion_rcnn_d2.engine.resume import ResumableTrainLoader, build_resumable_train_loader
 from motion_rcnn_d2.evaluation import build_motion_evaluators
 
 
 class Trainer(DefaultTrainer):
+    def __init__(self, cfg):
+        with cpu_ddp_support():  # DistributedDataParallel also for a model on the CPU
+            super().__init__(cfg)
+
     @classmethod
     def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=MotionDatasetMapper(cfg, is_train=True))
+        return build_resumable_train_loader(cfg, MotionDatasetMapper(cfg, is_train=True))
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
@@ -50,17 +60,43 @@ class Trainer(DefaultTrainer):
     def build_hooks(self):
         # DefaultTrainer.__init__ made a DetectionCheckpointer; swap in ours before the
         # PeriodicCheckpointer hook captures it.
+        checkpointables = {"trainer": weakref.proxy(self)}
+        if isinstance(self.data_loader, ResumableTrainLoader):
+            checkpointables["train_loader"] = self.data_loader
         self.checkpointer = MotionCheckpointer.from_config(
-            self.cfg, self._trainer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+            self.cfg, self._trainer.model, self.cfg.OUTPUT_DIR, **checkpointables
         )
         return super().build_hooks()
 
+    def state_dict(self):
+        state = super().state_dict()
+        if "_trainer" not in state:  # Detectron2 builds whose DefaultTrainer saves no optimizer
+            state["optimizer"] = self.optimizer.state_dict()
+        return state
 
-def setup(args):
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if "optimizer" in state_dict:
+            self.optimizer.load_state_dict(state_dict["optimizer"])
+
+
+def load_config(args):
+    """The config of --config-file and the command line's KEY VALUE pairs."""
     cfg = get_cfg()
     add_motion_rcnn_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    try:
+        cfg.merge_from_file(args.config_file)
+        cfg.merge_from_list(args.opts)
+    except KeyError as error:  # yacs: "Non-existent config key: KEY"
+        raise KeyError(
+            f"{error.args[0]} (from '{args.config_file}' or the command line): no such key in "
+            "Detectron2's config (detectron2/config/defaults.py) or Motion R-CNN's "
+            "(motion_rcnn_d2/config.py); check its spelling and section.") from None
+    return cfg
+
+
+def setup(args):
+    cfg = load_config(args)
     cfg.freeze()
     default_setup(cfg, args)
     return cfg
@@ -95,4 +131,5 @@ if __name__ == "__main__":
         machine_rank=args.machine_rank,
         dist_url=args.dist_url,
         args=(args,),
+        device=load_config(args).MODEL.DEVICE,
     )

@@ -110,6 +110,7 @@ def add_motion_rcnn_config(cfg):
     _C.MODEL.SFMNET.BASE_CHANNELS = 32
     # Loss weights: photometric L1 (grey levels / 255), smoothness of depth, flow
     # and masks, and optional supervision of depth (m), camera motion and flow (px).
+    # Depth smoothness acts on mean-normalised inverse depth (see meta_arch/sfmnet.py).
     _C.MODEL.SFMNET.PHOTOMETRIC_WEIGHT = 1.0
     _C.MODEL.SFMNET.DEPTH_SMOOTH_WEIGHT = 0.01
     _C.MODEL.SFMNET.FLOW_SMOOTH_WEIGHT = 0.01

@@ -125,7 +125,7 @@ def test_gradients_reach_every_parameter():
 
 
 def test_training_without_flow_names_the_key():
-    with pytest.raises(KeyError, match="flow"):
+    with pytest.raises(ValueError, match="flow"):
         _model().train()([_pair((64, 64))])
 
 

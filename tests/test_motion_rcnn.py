@@ -66,7 +66,7 @@ def test_images_without_instances_train():
 
 def test_training_errors_name_the_missing_ground_truth():
     x = make_input(flow=False)
-    with pytest.raises(KeyError, match="flow"):
+    with pytest.raises(ValueError, match="flow"):
         train_step(build_model(tiny_cfg(SUPERVISION="flow")), [x])
     x = make_input()
     del x["camera_motion"]

@@ -127,3 +127,23 @@ def test_demo_writes_every_file_readable_back(cfg, sequence, tmp_path):
     assert {"aee", "fl_all", "count"} <= set(data["flow_metrics"])
     combined = formats.read_image(str(out_dir / f"{name}_combined.png"))
     assert combined.shape == (5 * 48, 128, 3)  # frame, instances, flow, GT flow, error
+
+
+@pytest.mark.parametrize("config", ["flownets_cpu.yaml", "sfmnet_unsup_cpu.yaml"])
+def test_baselines_through_the_predictor(config, sequence):
+    from detectron2.config import get_cfg
+
+    from motion_rcnn_d2 import add_motion_rcnn_config
+
+    cfg = get_cfg()
+    add_motion_rcnn_config(cfg)
+    cfg.merge_from_file(os.path.join(REPO, "configs", "synthetic", config))
+    cfg.MODEL.WEIGHTS = ""
+    cfg.INPUT.MIN_SIZE_TEST = 32
+    if "SFMNET" in cfg.MODEL:
+        cfg.MODEL.SFMNET.BASE_CHANNELS = 8
+    _, image, image_next, depth, K = _pair(sequence)
+    out = MotionPredictor(cfg)(image, image_next, depth, K)
+    assert out["flow"].shape == (2,) + image.shape[:2]
+    with pytest.raises(ValueError, match="MotionPredictor"):
+        DefaultPredictor(cfg)(image)

@@ -181,7 +181,7 @@ def test_gradients_reach_every_parameter():
 def test_supervision_needs_its_inputs():
     x = _scene(64, 96)
     del x["camera_motion"]
-    with pytest.raises(KeyError, match="camera_motion"):
+    with pytest.raises(ValueError, match="camera_motion"):
         _model(loss_weights=SUPERVISED).train()([x])
 
 

@@ -4,7 +4,19 @@
 (Detectron2 ``.pth``/``.pkl``, MSRA/Caffe2 ``.pkl`` with Detectron2's name conversion)
 plus torchvision ResNet state dicts (``.pth``), and inflates a 3-channel first conv to
 the model's 6- or 12-channel stem (METHOD.md section 2).
+
+Safety: ``.pth`` and ``.pyth`` files are read with ``torch.load(weights_only=True)``, which
+rebuilds tensors and plain containers only and refuses any other object, so a checkpoint
+cannot run code. ``.pkl`` files (Detectron2 / Caffe2 model zoo) are Python pickles, read by
+Detectron2 with ``pickle.load``: unpickling can run arbitrary code, so only load ``.pkl`` files
+from sources you trust.
+
+Checkpoints are saved atomically (written to ``<name>.pth.tmp``, then renamed over
+``<name>.pth``; the same for ``last_checkpoint``): a run killed while saving leaves the
+previous checkpoint and ``last_checkpoint`` intact.
 """
+import os
+import pickle
 import re
 from collections import defaultdict
 
@@ -119,6 +131,12 @@ class MotionCheckpointer(DetectionCheckpointer):
       :func:`inflate_stem_weight` (``num_frames`` frames, XYZ filters zero) and one
       line is logged. With ``inflate_stem=False`` it is left out (Detectron2 then
       skips it for its shape).
+    * A checkpoint none of whose weights fit the model (another architecture) raises
+      ValueError naming the file and examples of the mismatched names and shapes; a partial
+      fit logs one warning with the counts after Detectron2's per-key warnings. Resuming
+      (``resume_or_load(..., resume=True)`` with a last checkpoint) requires every model
+      weight to load.
+    * ``save`` and ``tag_last_checkpoint`` write atomically (module docstring).
     """
 
     def __init__(self, model, save_dir="", *, input_format="BGR", inflate_stem=True,
@@ -127,6 +145,8 @@ class MotionCheckpointer(DetectionCheckpointer):
         self.input_format = input_format
         self.inflate_stem = inflate_stem
         self.num_frames = num_frames
+        self._file = None  # the file being loaded, named in errors
+        self._require_all = False  # resuming: every model weight must load
 
     @classmethod
     def from_config(cls, cfg, model, save_dir="", **kwargs):
@@ -134,11 +154,65 @@ class MotionCheckpointer(DetectionCheckpointer):
         return cls(model, save_dir, input_format=cfg.INPUT.FORMAT,
                    inflate_stem=cfg.MODEL.RESNETS.INFLATE_STEM, **kwargs)
 
+    # ------------------------------------------------------------------ saving
+    def _is_local(self):
+        return "://" not in self.save_dir
+
+    def save(self, name, **kwargs):
+        """fvcore's ``Checkpointer.save`` (model, checkpointables, ``kwargs``) written atomically:
+        to ``<save_dir>/<name>.pth.tmp``, flushed to disk, renamed to ``<name>.pth``; then
+        ``last_checkpoint`` names it (also atomically)."""
+        if not self.save_dir or not self.save_to_disk:
+            return
+        if not self._is_local():
+            super().save(name, **kwargs)
+            return
+        data = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        basename = "{}.pth".format(name)
+        path = os.path.join(self.save_dir, basename)
+        self.logger.info("Saving checkpoint to {}".format(path))
+        _write_atomically(path, lambda f: torch.save(data, f))
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename):
+        if not self._is_local():
+            super().tag_last_checkpoint(last_filename_basename)
+            return
+        _write_atomically(os.path.join(self.save_dir, "last_checkpoint"),
+                          lambda f: f.write(last_filename_basename.encode()))
+
+    # ----------------------------------------------------------------- loading
+    def resume_or_load(self, path, *, resume=True):
+        """fvcore's: the last checkpoint of ``save_dir`` with all checkpointables when
+        ``resume`` and one exists (then every model weight must load), else ``path``'s model."""
+        self._require_all = resume and self.has_checkpoint()
+        try:
+            return super().resume_or_load(path, resume=resume)
+        finally:
+            self._require_all = False
+
     def _load_file(self, filename):
-        if filename.endswith((".pkl", ".pyth")):
-            return super()._load_file(filename)
+        self._file = filename
+        if filename.endswith(".pkl"):
+            return super()._load_file(filename)  # pickle: trusted sources only
         with self.path_manager.open(filename, "rb") as f:
-            loaded = torch.load(f, map_location=torch.device("cpu"), weights_only=True)
+            try:
+                loaded = torch.load(f, map_location=torch.device("cpu"), weights_only=True)
+            except pickle.UnpicklingError as error:
+                raise pickle.UnpicklingError(
+                    "{} holds objects other than tensors and plain containers; it is not loaded "
+                    "because unpickling them could run code. Load only checkpoints of tensors "
+                    "(torch.save of a state dict). ({})".format(filename, error)) from None
+        if filename.endswith(".pyth"):  # pycls (Detectron2's conversion, loaded safely)
+            if not isinstance(loaded, dict) or "model_state" not in loaded:
+                raise ValueError("{}: a pycls .pyth checkpoint must hold 'model_state'.".format(
+                    filename))
+            model = {k: v for k, v in loaded["model_state"].items()
+                     if not k.endswith("num_batches_tracked")}
+            return {"model": model, "__author__": "pycls", "matching_heuristics": True}
         if not isinstance(loaded, dict):
             raise ValueError("{} holds a {}, not a state dict or a checkpoint dict.".format(
                 filename, type(loaded).__name__))
@@ -236,4 +310,56 @@ class MotionCheckpointer(DetectionCheckpointer):
             checkpoint["matching_heuristics"] = False
         self._inflate(ckpt, stems)
         checkpoint["model"] = ckpt
-        return super()._load_model(checkpoint)
+        num_checkpoint_weights = len(ckpt)
+        incompatible = super()._load_model(checkpoint)
+        self._check_fit(incompatible, num_checkpoint_weights)
+        return incompatible
+
+    def _check_fit(self, incompatible, num_checkpoint_weights):
+        """Raise when no weight (or, resuming, not every weight) of the model was loaded; warn
+        with the counts when only some were."""
+        model_keys = list(self.model.state_dict())
+        missing = set(incompatible.missing_keys)
+        loaded = [k for k in model_keys if k not in missing]
+        shapes = incompatible.incorrect_shapes
+        if len(loaded) == len(model_keys) and not incompatible.unexpected_keys:
+            return
+        examples = "; ".join(
+            ["'{}' is {} in the checkpoint, {} in the model".format(k, tuple(c), tuple(m))
+             for k, c, m in shapes[:3]]
+            + ["model weight '{}' is not in the checkpoint".format(k)
+               for k in sorted(missing - {k for k, _, _ in shapes})[:3]]
+            + ["checkpoint weight '{}' is not in the model".format(k)
+               for k in sorted(incompatible.unexpected_keys)[:3]])
+        summary = ("{}: {} of the model's {} weights loaded from its {}; {} have other shapes, "
+                   "{} are not in the checkpoint, {} checkpoint weights are unused (e.g. {})."
+                   .format(self._file, len(loaded), len(model_keys), num_checkpoint_weights,
+                           len(shapes), len(missing) - len(shapes),
+                           len(incompatible.unexpected_keys), examples))
+        if num_checkpoint_weights and not loaded:
+            raise ValueError(summary + " It is a checkpoint of another architecture: use one "
+                             "made with this config (MODEL.*) or change MODEL.WEIGHTS.")
+        if self._require_all and missing:
+            raise ValueError(summary + " Resuming needs the checkpoint of this very model: "
+                             "the OUTPUT_DIR holds another model's run; use a new OUTPUT_DIR "
+                             "or drop --resume.")
+        if missing:
+            summary += (" The others keep their initialisation: fine for a pretrained "
+                        "backbone, wrong for a trained model of this config.")
+        self.logger.warning(summary)
+
+
+def _write_atomically(path, write):
+    """Write a file via ``write(binary file)`` to ``path + '.tmp'``, fsync, rename to ``path``:
+    readers (and a later run) see the old file or the complete new one, never a partial one."""
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

@@ -15,14 +15,18 @@ predictions):
 Flow units: every flow_l is the flow divided by FLOW_DIV (20) in pixels of the FULL-resolution
 input (not of its own grid), so flow = FLOW_DIV * upsample(flow2) with no further scaling.
 
-Loss (multi-scale EPE, on pixels with valid GT only): the GT g / FLOW_DIV is averaged over each
+Loss (multi-scale EPE, on pixels with valid GT only): the GT flow g (px) is averaged over each
 s x s cell of scale l (s = 4..64) using valid pixels only,
     g_l(c) = sum_{x in c} v(x) g(x) / sum_{x in c} v(x),   v_l(c) = [sum_{x in c} v(x) > 0],
 and
     L = sum_l w_l sum_c v_l(c) || flow_l(c) - g_l(c) / FLOW_DIV ||_2 / max(1, sum_c v_2(c)),
 w = LOSS_WEIGHTS fine (stride 4) to coarse (stride 64). This is FlowNet's summed EPE (whose
 weights 0.005 .. 0.32 balance the 4x fewer cells per coarser level) divided by the number of
-valid stride-4 cells, so the loss magnitude does not depend on the image size.
+valid stride-4 cells, so the loss magnitude does not depend on the image size (its gradients
+are small: plain SGD needs a large BASE_LR, about 0.5 on the synthetic world).
+
+Init: He (MSRA) normal for every conv / deconv, the flow predictions scaled by 0.1 so that the
+initial flow is near 0 px instead of about 20 px.
 """
 import torch
 import torch.nn.functional as F

@@ -20,14 +20,21 @@ __all__ = [
 ]
 
 
+# Appended to "no image_next" errors: a single image (DefaultPredictor) is not a model input.
+PAIR_HINT = (" Two-frame models take frame pairs: a single image (e.g. from Detectron2's "
+             "DefaultPredictor) is not enough. Use motion_rcnn_d2.MotionPredictor: "
+             "predictor(image, image_next, depth, intrinsics).")
+
 def require_key(batched_inputs, key, why):
-    """Raise a clear error when a model-input dict lacks `key` (needed for `why`)."""
+    """Raise a clear ValueError when a model-input dict lacks `key` (needed for `why`)."""
     for i, x in enumerate(batched_inputs):
         if key not in x:
-            raise KeyError(
+            hint = PAIR_HINT if key == "image_next" else (
+                " The data set must provide it (MotionDatasetMapper: dataset dicts with the "
+                "matching file name, and INPUT.LOAD_FLOW True for 'flow').")
+            raise ValueError(
                 f"model input {i} ({x.get('image_id', x.get('file_name', '?'))}) has no '{key}', "
-                f"needed for {why}. The data set must provide it (MotionDatasetMapper: dataset "
-                f"dicts with the matching file name, and INPUT.LOAD_FLOW True for 'flow')."
+                f"needed for {why}.{hint}"
             )
 
 
@@ -118,9 +125,3 @@ def resize_map(values, image_size, height, width, mode="bilinear"):
     if mode == "bilinear":
         return F.interpolate(crop, size=(height, width), mode=mode, align_corners=False)[0]
     return F.interpolate(crop, size=(height, width), mode=mode)[0]
-
-
-# Appended to "no image_next" errors: a single image (DefaultPredictor) is not a model input.
-PAIR_HINT = (" Two-frame models take frame pairs: a single image (e.g. from Detectron2's "
-             "DefaultPredictor) is not enough. Use motion_rcnn_d2.MotionPredictor: "
-             "predictor(image, image_next, depth, intrinsics).")

@@ -47,7 +47,7 @@ from ...geometry import backproject, camera_flow, compose_flow_indexed, scale_in
 from ..camera_head import build_camera_motion_head
 from ..roi_heads.motion_losses import FlowSupervision, camera_flow_loss, soft_gated_motion
 from ..roi_heads.motion_roi_heads import check_supervision
-from .frame_pairs import PAIR_HINT, batch_flow_targets, batch_tensors
+from .frame_pairs import batch_flow_targets, batch_tensors, require_key
 
 __all__ = ["MotionRCNN", "instance_index_from_masks"]
 
@@ -164,10 +164,7 @@ class MotionRCNN(GeneralizedRCNN):
     # ------------------------------------------------------------------ input
     @staticmethod
     def _require(x, key, why):
-        if key not in x:
-            hint = PAIR_HINT if key == "image_next" else ""
-            raise ValueError(f"model input {x.get('file_name', '')!r} has no {key!r}, needed for "
-                             f"{why}.{hint}")
+        require_key([x], key, why)
         return x[key]
 
     def _intrinsics(self, x, why):

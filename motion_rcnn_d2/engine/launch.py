@@ -1,0 +1,128 @@
+"""Multi-process training on GPUs (Detectron2's ``launch``) and on CPUs (gloo).
+
+Detectron2's :func:`detectron2.engine.launch` initialises NCCL and binds one GPU per process;
+it refuses to run without CUDA. :func:`launch` here hands GPU jobs to it unchanged
+(``--num-gpus/--num-machines/--machine-rank/--dist-url`` keep their meaning) and runs CPU jobs
+(``device`` "cpu", i.e. cfg.MODEL.DEVICE) itself: one process per ``num_processes_per_machine``
+with the gloo backend, Detectron2's per-machine process group set up as its own launcher does,
+and the machine's CPU threads shared between the processes.
+
+:func:`create_ddp_model` is Detectron2's, with ``device_ids=None`` for a model on the CPU
+(DistributedDataParallel rejects device ids there); :func:`cpu_ddp_support` makes
+``DefaultTrainer`` use it.
+"""
+import contextlib
+import logging
+import os
+import socket
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from detectron2.engine import defaults as d2_defaults
+from detectron2.engine import launch as d2_launch
+from detectron2.utils import comm
+
+__all__ = ["launch", "create_ddp_model", "cpu_ddp_support", "DEFAULT_TIMEOUT"]
+
+DEFAULT_TIMEOUT = timedelta(minutes=30)
+_D2_CREATE_DDP_MODEL = d2_defaults.create_ddp_model
+
+
+def _free_local_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch(main_func, num_processes_per_machine, num_machines=1, machine_rank=0, dist_url=None,
+           args=(), timeout=DEFAULT_TIMEOUT, device="cuda"):
+    """Run ``main_func(*args)`` in ``num_machines * num_processes_per_machine`` processes.
+
+    Args:
+        main_func, args: what every process runs.
+        num_processes_per_machine: processes on this machine (train_net.py's ``--num-gpus``;
+            on the CPU the machine's cores are split between them).
+        num_machines, machine_rank: as Detectron2's launch (call it on every machine).
+        dist_url: rendezvous URL, e.g. "tcp://10.0.0.1:29500" (machine 0's address) or
+            "auto" (a free local port; one machine only).
+        timeout: of the process group's collectives.
+        device: cfg.MODEL.DEVICE; "cpu" runs gloo processes here, anything else goes to
+            :func:`detectron2.engine.launch` (NCCL, one GPU per process).
+    """
+    if torch.device(device).type != "cpu":
+        d2_launch(main_func, num_processes_per_machine, num_machines=num_machines,
+                  machine_rank=machine_rank, dist_url=dist_url, args=args, timeout=timeout)
+        return
+    world_size = num_machines * num_processes_per_machine
+    if world_size <= 1:
+        main_func(*args)
+        return
+    if dist_url is None or dist_url == "auto":
+        if num_machines != 1:
+            raise ValueError(
+                "--dist-url auto only works on one machine: pass machine 0's address, e.g. "
+                "--dist-url tcp://10.0.0.1:29500, on every machine.")
+        dist_url = f"tcp://127.0.0.1:{_free_local_port()}"
+    mp.spawn(_cpu_worker, nprocs=num_processes_per_machine, daemon=False,
+             args=(main_func, world_size, num_processes_per_machine, machine_rank, dist_url,
+                   args, timeout))
+
+
+def _set_local_process_group(num_processes_per_machine):
+    """Detectron2's group of the processes on this machine (comm.get_local_rank/size)."""
+    if hasattr(comm, "create_local_process_group"):  # Detectron2 after 0.6
+        comm.create_local_process_group(num_processes_per_machine)
+        return
+    machine = dist.get_rank() // num_processes_per_machine
+    for i in range(dist.get_world_size() // num_processes_per_machine):
+        ranks = list(range(i * num_processes_per_machine, (i + 1) * num_processes_per_machine))
+        group = dist.new_group(ranks)  # every process creates every group, in the same order
+        if i == machine:
+            comm._LOCAL_PROCESS_GROUP = group
+
+
+def _cpu_worker(local_rank, main_func, world_size, num_processes_per_machine, machine_rank,
+                dist_url, args, timeout):
+    rank = machine_rank * num_processes_per_machine + local_rank
+    try:
+        dist.init_process_group(backend="gloo", init_method=dist_url, world_size=world_size,
+                                rank=rank, timeout=timeout)
+    except Exception:
+        logging.getLogger(__name__).error("Process group URL: %s", dist_url)
+        raise
+    _set_local_process_group(num_processes_per_machine)
+    # the processes of one machine share its cores instead of each starting one thread per core
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // num_processes_per_machine))
+    comm.synchronize()
+    main_func(*args)
+
+
+def create_ddp_model(model, **kwargs):
+    """:func:`detectron2.engine.defaults.create_ddp_model`, also for a model on the CPU.
+
+    With more than one process and the model's parameters on the CPU, ``device_ids`` defaults
+    to None (DistributedDataParallel accepts no device ids for CPU modules); kwargs as
+    DistributedDataParallel's. One process: the model itself.
+    """
+    if comm.get_world_size() > 1:
+        params = list(model.parameters())
+        if params and params[0].device.type == "cpu":
+            kwargs.setdefault("device_ids", None)
+    return _D2_CREATE_DDP_MODEL(model, **kwargs)
+
+
+@contextlib.contextmanager
+def cpu_ddp_support():
+    """Within the block, Detectron2's trainers wrap models with :func:`create_ddp_model`.
+
+    ``DefaultTrainer.__init__`` calls ``detectron2.engine.defaults.create_ddp_model``, which
+    passes the local rank as a CUDA device id; wrap ``super().__init__(cfg)`` of a trainer in
+    this block to train a CPU model in several processes. GPU models are wrapped as before.
+    """
+    d2_defaults.create_ddp_model = create_ddp_model
+    try:
+        yield
+    finally:
+        d2_defaults.create_ddp_model = _D2_CREATE_DDP_MODEL
