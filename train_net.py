@@ -27,6 +27,7 @@ from detectron2.data import build_detection_test_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from motion_rcnn_d2 import add_motion_rcnn_config
 from motion_rcnn_d2.data import MotionDatasetMapper, prepare_datasets
@@ -87,9 +88,13 @@ def load_config(args):
     try:
         cfg.merge_from_file(args.config_file)
         cfg.merge_from_list(args.opts)
-    except KeyError as error:  # yacs: "Non-existent config key: KEY"
+    except (KeyError, AssertionError) as error:  # yacs: "Non-existent (config) key: KEY"
+        if not str(error.args[0] if error.args else "").startswith("Non-existent"):
+            raise
+        where = (f"in '{args.config_file}' or its _BASE_" if isinstance(error, KeyError)
+                 else "on the command line")
         raise KeyError(
-            f"{error.args[0]} (from '{args.config_file}' or the command line): no such key in "
+            f"{error.args[0]} ({where}): no such key in "
             "Detectron2's config (detectron2/config/defaults.py) or Motion R-CNN's "
             "(motion_rcnn_d2/config.py); check its spelling and section.") from None
     return cfg
@@ -99,6 +104,8 @@ def setup(args):
     cfg = load_config(args)
     cfg.freeze()
     default_setup(cfg, args)
+    # the plugin's own log lines (the motion metric table) go to the same console and log file
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="motion_rcnn_d2")
     return cfg
 
 

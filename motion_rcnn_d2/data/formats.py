@@ -4,7 +4,11 @@ Every function takes a path and works on numpy arrays; every error names the fil
 Files are decoded with OpenCV (16-bit PNG, JPEG, Middlebury ``.flo``). Before
 decoding, a PNG must end with its ``IEND`` chunk and a JPEG with its ``EOI`` marker:
 OpenCV decodes a truncated JPEG (and some truncated PNGs) silently into a partly
-grey picture, which would otherwise pass as data.
+grey picture, which would otherwise pass as data. A PNG with damaged data fails its
+chunk checksums (decoding error). A JPEG has no checksum: libjpeg reports damaged
+entropy-coded data only as a warning on stderr ("Corrupt JPEG data: ...") and returns
+a garbled picture, so that message is captured during decoding and raised as an error;
+damage that still decodes as valid JPEG data cannot be detected by any reader.
 
 Encodings (``f`` a flow component in pixels, ``d`` a depth in metres):
 
@@ -23,6 +27,8 @@ Encodings (``f`` a flow component in pixels, ``d`` a depth in metres):
 """
 import io
 import os
+import sys
+import tempfile
 
 import cv2
 import numpy as np
@@ -82,10 +88,42 @@ def _decode(path, flags):
     """Read a PNG or JPEG with cv2 ``flags``; errors name ``path``."""
     data = _read_bytes(path)
     _check_complete(path, data)
-    array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    if data.startswith(_JPEG_START):
+        array, messages = _imdecode_capturing_stderr(buffer, flags)
+        corrupt = [m for m in messages if m.startswith(_LIBJPEG_CORRUPT)]
+        if corrupt:
+            raise DataFormatError(f"Corrupt JPEG file '{path}' (libjpeg: {corrupt[0]}).")
+        for message in messages:  # anything else libjpeg/OpenCV said goes where it was going
+            print(message, file=sys.stderr)
+    else:
+        array = cv2.imdecode(buffer, flags)
     if array is None:
         raise DataFormatError(f"Could not decode image file '{path}' (corrupt data).")
     return array
+
+
+_LIBJPEG_CORRUPT = ("Corrupt JPEG data", "Premature end of JPEG file")
+
+
+def _imdecode_capturing_stderr(buffer, flags):
+    """cv2.imdecode, and the lines written to the stderr file descriptor meanwhile (libjpeg's
+    warnings). Not thread-safe: another thread's stderr output during the call is captured."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr descriptor: nothing to capture
+        return cv2.imdecode(buffer, flags), []
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            array = cv2.imdecode(buffer, flags)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        capture.seek(0)
+        text = capture.read().decode(errors="replace")
+    return array, [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def _write_image(path, array):

@@ -23,6 +23,11 @@ x -> g + s (x - g) with g the pixel's luminance.
 Ground truth (``instances``, ``camera_motion``) is produced whenever the dict has annotations,
 in training and at test time (the model ignores it at inference; MotionEvaluator reads it).
 Instances whose mask becomes empty (cropped away) are dropped; boxes are the masks' boxes.
+
+Checked before use, with errors naming the pair and the key: ``intrinsics``
+(:func:`check_intrinsics`) and every motion's rotation, translation and pivot
+(:func:`check_motion`: a rotation must be orthonormal with determinant +1; nothing is
+orthonormalised silently).
 """
 import copy
 
@@ -37,9 +42,45 @@ from pycocotools import mask as mask_util
 from ..geometry import flip_intrinsics, scale_intrinsics
 from . import formats
 
-__all__ = ["MotionDatasetMapper", "PairGeometry"]
+__all__ = ["MotionDatasetMapper", "PairGeometry", "check_intrinsics", "check_motion"]
 
 _MIRROR = np.diag([-1.0, 1.0, 1.0])
+ROTATION_TOLERANCE = 1e-3  # max |R^T R - I| and |det R - 1| of a ground-truth rotation
+
+
+def check_intrinsics(intrinsics, where):
+    """Raise ValueError (naming ``where`` and the key) unless ``intrinsics`` is a pinhole matrix
+    [[fx, s, cx], [0, fy, cy], [0, 0, 1]] with finite entries and fx, fy > 0 (pixels)."""
+    k = np.asarray(intrinsics if intrinsics is not None else np.nan, dtype=np.float64)
+    if (k.shape != (3, 3) or not np.isfinite(k).all() or k[0, 0] <= 0 or k[1, 1] <= 0
+            or abs(k[1, 0]) > 1e-9 or np.abs(k[2] - (0.0, 0.0, 1.0)).max() > 1e-9):
+        raise ValueError(
+            f"{where}: 'intrinsics' must be a 3x3 pinhole matrix [[fx, s, cx], [0, fy, cy], "
+            f"[0, 0, 1]] with finite fx > 0 and fy > 0 (pixels), got {k.tolist()}. Fix the "
+            "data set's camera file (e.g. intrinsic.txt) or the dataset dict's 'intrinsics'.")
+
+
+def check_motion(motion, where):
+    """Raise ValueError (naming ``where``) unless ``motion`` ({"rotation", "translation",
+    optional "pivot"}) has a rotation R with max |R^T R - I| <= ROTATION_TOLERANCE and
+    det R > 0, and finite 3-vectors (metres)."""
+    rotation = np.asarray(motion["rotation"], dtype=np.float64)
+    if rotation.shape != (3, 3) or not np.isfinite(rotation).all():
+        raise ValueError(f"{where}: 'rotation' must be a finite 3x3 matrix, got "
+                         f"{rotation.tolist()}. Fix the ground truth.")
+    error = np.abs(rotation.T @ rotation - np.eye(3)).max()
+    det = np.linalg.det(rotation)
+    if error > ROTATION_TOLERANCE or abs(det - 1.0) > ROTATION_TOLERANCE:
+        raise ValueError(
+            f"{where}: 'rotation' {rotation.tolist()} is not a rotation matrix (max |R^T R - I| "
+            f"= {error:.3g}, det = {det:.3g}; both must be within {ROTATION_TOLERANCE} of a "
+            "rotation's). Fix the ground truth (poses / extrinsics) or leave the object out.")
+    for key in ("translation", "pivot"):
+        if key in motion:
+            vector = np.asarray(motion[key], dtype=np.float64)
+            if vector.shape != (3,) or not np.isfinite(vector).all():
+                raise ValueError(f"{where}: '{key}' must be 3 finite numbers (metres), got "
+                                 f"{vector.tolist()}. Fix the ground truth.")
 
 
 def _nearest_indices(size_in, size_out):
@@ -230,10 +271,18 @@ class MotionDatasetMapper:
     # ------------------------------------------------------------------ mapping
     def __call__(self, dataset_dict):
         record = copy.deepcopy(dataset_dict)
+        pair = record.get("image_id", record["file_name"])
+        where = f"pair '{pair}' ('{record['file_name']}')"
+        check_intrinsics(record.get("intrinsics"), where)
+        if "camera_motion" in record:
+            check_motion(record["camera_motion"], f"{where}, 'camera_motion'")
+        for annotation in record.get("annotations", ()):
+            if "motion" in annotation:
+                check_motion(annotation["motion"],
+                             f"{where}, track {annotation.get('track_id', '?')} 'motion'")
         try:
             image, dense = self.read_pair(record)
         except (OSError, ValueError) as error:
-            pair = record.get("image_id", record["file_name"])
             raise type(error)(f"{error} (pair '{pair}')") from error
         aug_input = T.AugInput(image)
         transforms = self.augmentations(aug_input)

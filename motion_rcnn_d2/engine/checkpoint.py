@@ -311,16 +311,17 @@ class MotionCheckpointer(DetectionCheckpointer):
         self._inflate(ckpt, stems)
         checkpoint["model"] = ckpt
         num_checkpoint_weights = len(ckpt)
-        incompatible = super()._load_model(checkpoint)
-        self._check_fit(incompatible, num_checkpoint_weights)
+        incompatible = super()._load_model(checkpoint)  # drops mis-shaped entries from ckpt
+        self._check_fit(ckpt, incompatible, num_checkpoint_weights)
         return incompatible
 
-    def _check_fit(self, incompatible, num_checkpoint_weights):
-        """Raise when no weight (or, resuming, not every weight) of the model was loaded; warn
-        with the counts when only some were."""
+    def _check_fit(self, loaded_state, incompatible, num_checkpoint_weights):
+        """Raise when no weight (or, resuming, not every weight) of the model came from the
+        checkpoint (``loaded_state``: what was loaded); warn with the counts when only some did
+        (e.g. FrozenBatchNorm fills absent statistics itself: they count as not loaded)."""
         model_keys = list(self.model.state_dict())
-        missing = set(incompatible.missing_keys)
-        loaded = [k for k in model_keys if k not in missing]
+        loaded = [k for k in model_keys if k in loaded_state]
+        missing = set(model_keys) - set(loaded)
         shapes = incompatible.incorrect_shapes
         if len(loaded) == len(model_keys) and not incompatible.unexpected_keys:
             return

@@ -5,9 +5,12 @@ is resumed, and the random augmentations and the model's random proposal/RoI sam
 from whatever state the fresh process seeded. :class:`ResumableTrainLoader` makes iteration i
 of a run a function of (seed, rank, i) only:
 
-- before handing out batch i it seeds Python's, NumPy's and torch's global RNGs with
-  ``step_seed(seed, rank, i)``; the mapper's augmentations (with DATALOADER.NUM_WORKERS 0, the
-  mapper runs in the training process) and the model's sampling in that iteration draw from it;
+- before reading batch i it seeds Python's, NumPy's and torch's global RNGs with
+  ``step_seed(seed, rank, i, 0)``, which the mapper's augmentations draw from (with
+  DATALOADER.NUM_WORKERS 0 the mapper runs in the training process); after reading it, with
+  ``step_seed(seed, rank, i, 1)``, which the model's random proposal/RoI sampling in that
+  iteration draws from (whatever the loader itself drew, e.g. the DataLoaders' worker seeds
+  when their iterators start);
 - its ``state_dict()`` ({"seed", "batches"}) is saved with every checkpoint (train_net.py
   registers it with the checkpointer), and ``load_state_dict()`` makes its
   :class:`ResumableTrainingSampler` skip the indices this rank already consumed.
@@ -32,10 +35,12 @@ __all__ = ["ResumableTrainingSampler", "ResumableTrainLoader", "build_resumable_
            "step_seed"]
 
 
-def step_seed(seed, rank, step):
-    """The 32-bit seed of training iteration ``step`` on process ``rank`` (NumPy SeedSequence
-    of the three integers: distinct, well-mixed streams for every (seed, rank, step))."""
-    return int(np.random.SeedSequence([int(seed), int(rank), int(step)]).generate_state(1)[0])
+def step_seed(seed, rank, step, phase):
+    """The 32-bit seed of training iteration ``step`` on process ``rank``, ``phase`` 0 (data)
+    or 1 (model): NumPy's SeedSequence of the four integers, i.e. distinct, well-mixed streams
+    for every combination."""
+    entropy = [int(seed), int(rank), int(step), int(phase)]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 def _seed_global_rngs(seed):
@@ -65,8 +70,8 @@ class ResumableTrainingSampler(TrainingSampler):
 
 
 class ResumableTrainLoader:
-    """Iterable over batches of a training DataLoader, reseeding the global RNGs per batch and
-    counting the batches it handed out (see the module docstring)."""
+    """Iterable over batches of a training DataLoader, reseeding the global RNGs before and
+    after reading each batch and counting the batches it handed out (module docstring)."""
 
     def __init__(self, loader, sampler, batch_size_per_rank, seed):
         """
@@ -86,12 +91,13 @@ class ResumableTrainLoader:
     def __iter__(self):
         self._started = True
         iterator = None
+        rank = comm.get_rank()
         while True:
-            _seed_global_rngs(step_seed(self.seed, comm.get_rank(), self.batches))
-            if iterator is None:  # first batch: DataLoader draws its workers' base seed
-                with torch.random.fork_rng(devices=[]):
-                    iterator = iter(self.loader)
+            _seed_global_rngs(step_seed(self.seed, rank, self.batches, 0))
+            if iterator is None:
+                iterator = iter(self.loader)
             batch = next(iterator)
+            _seed_global_rngs(step_seed(self.seed, rank, self.batches, 1))
             self.batches += 1
             yield batch
 

@@ -1,0 +1,101 @@
+#!/usr/bin/env python
+"""Peak memory of the benchmarked models, each in a fresh process (used by tools/benchmark.py).
+
+    python tools/benchmark_memory.py '{"kind": "motion_rcnn_12ch", "depth": 50, "device": "cpu",
+        "size": "1242x375", "inputs": "inputs.pt", "threads": 2, "detections": 100}'
+
+prints one line "MEMORY {"inference_mib": ..., "training_mib": ..., "peak_reset": ...}": the
+model is built, runs one inference, then one training iteration (SGD, lr 0) on the input
+`inputs[size]` of the torch.save'd dict. CUDA: torch.cuda.max_memory_allocated (weights +
+activations, reset between the phases). CPU: the peak resident set VmHWM minus the resident
+set VmRSS before the model was built; VmHWM belongs to the process's own memory map, so unlike
+ru_maxrss (which a child inherits from its parent at fork) it starts fresh at exec, and it is
+reset between the phases through /proc/self/clear_refs ("peak_reset" False where the kernel
+does not allow it: the training peak then also bounds the inference peak).
+"""
+import json
+import os
+import subprocess
+import sys
+
+__all__ = ["memory_section", "measure"]
+
+PREFIX = "MEMORY "
+
+
+def _status_mib(field):
+    """VmRSS (current) or VmHWM (peak since exec or the last reset) in MiB, from /proc."""
+    with open("/proc/self/status") as f:
+        line = next(ln for ln in f if ln.startswith(field + ":"))
+    return int(line.split()[1]) / 1024
+
+
+def _reset_peak_rss():
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def measure(spec):
+    """Peak memory (MiB) of one model's inference, then training (module docstring)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import benchmark  # sets OMP_WAIT_POLICY before torch is imported
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    x = torch.load(spec["inputs"], weights_only=False)[spec["size"]]
+    cuda = torch.device(spec["device"]).type == "cuda"
+    baseline = 0.0 if cuda else _status_mib("VmRSS")
+    reset = cuda or _reset_peak_rss()
+
+    def peak():
+        if cuda:
+            return torch.cuda.max_memory_allocated() / 2 ** 20
+        return _status_mib("VmHWM") - baseline
+
+    model = benchmark.build(spec["kind"], spec["depth"], spec["device"], spec["detections"])
+    benchmark.infer(model, x)
+    result = {"inference_mib": peak()}
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        reset = reset and _reset_peak_rss()
+    model.train()
+    benchmark.train_step(model, benchmark.sgd(model), x, spec["device"])
+    result.update(training_mib=peak(), peak_reset=reset)
+    return result
+
+
+def memory_section(specs, baseline):
+    """Run one subprocess per spec, all at the same time (peaks do not depend on timing).
+
+    Args:
+        specs: {model name: spec dict (module docstring)}.
+        baseline: the name whose peaks the ratios divide by.
+    Returns:
+        {name: {"inference_mib", "training_mib", "peak_reset", "inference_ratio",
+        "training_ratio"}}.
+    """
+    procs = {name: subprocess.Popen([sys.executable, os.path.abspath(__file__), json.dumps(s)],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name, s in specs.items()}
+    rows = {}
+    for name, proc in procs.items():
+        stdout, stderr = proc.communicate()
+        lines = [ln for ln in stdout.splitlines() if ln.startswith(PREFIX)]
+        if proc.returncode != 0 or not lines:
+            raise RuntimeError(f"memory probe of {name} ({specs[name]['size']}) failed with exit "
+                               f"code {proc.returncode}:\n{stderr[-3000:]}")
+        rows[name] = json.loads(lines[-1][len(PREFIX):])
+    for row in rows.values():
+        for phase in ("inference", "training"):
+            row[f"{phase}_ratio"] = row[f"{phase}_mib"] / rows[baseline][f"{phase}_mib"]
+    return rows
+
+
+if __name__ == "__main__":
+    print(PREFIX + json.dumps(measure(json.loads(sys.argv[1]))))
