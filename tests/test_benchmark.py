@@ -17,8 +17,9 @@ sys.path.insert(0, os.path.join(REPO, "tools"))
 import benchmark  # noqa: E402
 import benchmark_report  # noqa: E402
 
-RCNNS = ("mask_rcnn", "motion_rcnn_6ch", "motion_rcnn_12ch")
-SIZES = ("96x64", "64x48")
+RCNNS = ("mask_rcnn", "mask_rcnn_pad64", "motion_rcnn_6ch", "motion_rcnn_12ch")
+MEMORY_MODELS = ("mask_rcnn", "motion_rcnn_6ch", "motion_rcnn_12ch")
+SIZES = ("128x64",)
 
 
 def painted_index(masks, scores):
@@ -121,10 +122,11 @@ def test_inference_and_training_ratios(tiny_run):
             assert _close(row["ratio"], row["value"] / rows["mask_rcnn"]["value"])
         for name in RCNNS:
             assert rows[name]["detections"] == 5  # same RoIs in every model
-            assert rows[name]["proposals"] == rows["mask_rcnn"]["proposals"] > 0
+            # all POST_NMS_TOPK_TEST (1000) at real sizes; a tiny image has ~1000 anchors only
+            assert 0 < rows[name]["proposals"] <= 1000
             stages = rows[name]["stages_ms"]
             assert stages["backbone"] > 0 and stages["roi_heads.mask_head"] > 0
-            assert (stages["camera_head"] > 0) == (name != "mask_rcnn")
+            assert (stages["camera_head"] > 0) == name.startswith("motion")
             assert sum(stages.values()) <= rows[name]["value"] * (1 + 1e-9)
         train = result["training"][size]
         assert set(train) == set(RCNNS)
@@ -139,7 +141,8 @@ def test_memory_compose_flow_and_data(tiny_run):
     result = tiny_run[2]
     for size in SIZES:
         rows = result["memory"][size]
-        for name in RCNNS:
+        assert set(rows) == set(MEMORY_MODELS)
+        for name in MEMORY_MODELS:
             for phase in ("inference", "training"):
                 assert rows[name][f"{phase}_mib"] > 0
                 assert _close(rows[name][f"{phase}_ratio"],

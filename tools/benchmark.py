@@ -12,23 +12,23 @@ timed rounds; the median is reported) and every ratio divides two medians of the
 Models (random weights, nothing is downloaded; same ResNet depth, NUM_CLASSES = 2, FrozenBN,
 FREEZE_AT 2): "mask_rcnn" = GeneralizedRCNN from configs/Base-RCNN-FPN.yaml on frame t (3
 channels); "motion_rcnn_6ch" / "motion_rcnn_12ch" = configs/Base-MotionRCNN-C6-FPN.yaml
-without / with XYZ input; "flownets", "sfmnet" from their Base configs. The R-CNNs see the
-same number of RoIs, which random weights would otherwise make model-dependent:
+without / with XYZ input; "mask_rcnn_pad64" = "mask_rcnn" with its input padded to
+multiples of 64 like the C6 backbone's (not a goal: it separates the cost of that padding
+from the rest); "flownets", "sfmnet" from their Base configs. The R-CNNs see the same number
+of RoIs, which random weights would otherwise make model-dependent:
 - RPN.NMS_THRESH = 1.0: a random RPN's NMS keeps 400..1000 proposals depending on the
   model; without it every model passes exactly POST_NMS_TOPK (1000) to the box head;
-- ROI_HEADS.SCORE_THRESH_TEST = 0 and TEST.DETECTIONS_PER_IMAGE = 100 (quick: 25): class
-  scores are near-uniform, so every model keeps exactly that many detections for the mask
-  head, the motion head and the flow composition;
-- POOLER_MEMORY_METHODS = {  # indexed by "on CUDA"
-    False: "peak RSS (VmHWM) minus the RSS before the model was built, a fresh subprocess per "
-           "model, the peak reset between inference and training",
-    True: "torch.cuda.max_memory_allocated (weights + activations), a fresh subprocess per model"}
-SAMPLING_RATIO = 2 (box and mask): with Detectron2's adaptive 0 the RoIAlign cost
+- ROI_HEADS.SCORE_THRESH_TEST = 0, NMS_THRESH_TEST = 1.0 and TEST.DETECTIONS_PER_IMAGE = 100
+  (quick: 25): every model keeps exactly that many detections for the mask head, the motion
+  head and the flow composition;
+- POOLER_SAMPLING_RATIO = 2 (box and mask): with Detectron2's adaptive 0 the RoIAlign cost
   (its CPU backward is the largest op of a training step) grows with the RoI sizes, which
   random RPNs choose differently per model.
 The counts are recorded. PIXEL_STD is the ImageNet std and XYZ_SCALE 10 m for every model
-(moderate activations; no effect on the cost). Round i of every section feeds every model
-pair i of the world (mod its length), so all models see the same data.
+(moderate activations; no effect on the cost). The inputs are the pairs of a synthetic world
+(1 sequence, generated into a temporary folder at the first size), resized by the mapper to
+each size, which is also their output size; round i of every section feeds every model pair
+i (mod their number), so all models see the same data.
 
 Sections: inference ms per pair (batch 1, eval mode, with post-processing and, for Motion
 R-CNN, the flow; per-stage medians from forward hooks); training s per iteration (batch 1,
@@ -39,8 +39,8 @@ reset between inference and training); compose_flow at the first size with 10 an
 instances (inference path: instance_index_from_masks + compose_flow_indexed; and
 compose_flow with dense masks) as a share of Motion R-CNN (12 channels) inference; data
 loading: pairs/s of MotionDatasetMapper in Detectron2's train loader with 0 and 2 workers over
-a synthetic world (1 sequence, generated into a temporary folder at the first size) against
-the training iteration rate, and how long a training loop fed by 2 workers waits for data.
+the world against the training iteration rate, and how long a training loop fed by 2 workers
+waits for data.
 """
 import os
 
@@ -74,7 +74,8 @@ from benchmark_memory import memory_section  # noqa: E402
 from benchmark_report import evaluate_goals, print_tables, write_json  # noqa: E402
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-RCNNS = ("mask_rcnn", "motion_rcnn_6ch", "motion_rcnn_12ch")
+RCNNS = ("mask_rcnn", "mask_rcnn_pad64", "motion_rcnn_6ch", "motion_rcnn_12ch")
+MEMORY_MODELS = ("mask_rcnn", "motion_rcnn_6ch", "motion_rcnn_12ch")
 BASELINE = "mask_rcnn"
 MOTION = "motion_rcnn_12ch"  # the thesis model, reference of the compose_flow shares
 STAGES = ("backbone", "proposal_generator", "roi_heads.box_pooler", "roi_heads.box_head",
@@ -85,8 +86,6 @@ MEMORY_METHODS = {  # indexed by "on CUDA"
            "model, the peak reset between inference and training",
     True: "torch.cuda.max_memory_allocated (weights + activations), a fresh subprocess per model"}
 SAMPLING_RATIO = 2  # RoIAlign samples per bin side for every R-CNN (module docstring)
-
-
 DEFAULTS = {  # (full run, --quick)
     "sizes": (["1242x375", "512x160"], ["256x80"]), "repeats": (5, 2), "detections": (100, 25),
     "world_frames": (9, 3)}
@@ -140,8 +139,8 @@ def model_cfg(kind, depth, device, detections=100):
     """The Detectron2 config of one benchmarked model (module docstring)."""
     cfg = get_cfg()
     add_motion_rcnn_config(cfg)
-    name = {"mask_rcnn": "Base-RCNN-FPN.yaml", "flownets": "Base-FlowNetS.yaml",
-            "sfmnet": "Base-SfMNet.yaml"}.get(kind, "Base-MotionRCNN-C6-FPN.yaml")
+    name = {"flownets": "Base-FlowNetS.yaml", "sfmnet": "Base-SfMNet.yaml"}.get(
+        kind, "Base-RCNN-FPN.yaml" if kind.startswith("mask") else "Base-MotionRCNN-C6-FPN.yaml")
     cfg.merge_from_file(os.path.join(CONFIGS, name))
     cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.DEVICE = device
@@ -155,7 +154,8 @@ def model_cfg(kind, depth, device, detections=100):
         cfg.TEST.DETECTIONS_PER_IMAGE = detections
         cfg.MODEL.MOTION_RCNN.XYZ_INPUT = kind == "motion_rcnn_12ch"
         cfg.MODEL.MOTION_RCNN.XYZ_SCALE = 10.0
-        cfg.MODEL.RPN.NMS_THRESH = 1.0  # keep POST_NMS_TOPK_TEST proposals (docstring)
+        cfg.MODEL.RPN.NMS_THRESH = 1.0  # equal RoI counts (module docstring)
+        cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST = 1.0
         cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO = SAMPLING_RATIO
         cfg.MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO = SAMPLING_RATIO
     return cfg
@@ -163,7 +163,10 @@ def model_cfg(kind, depth, device, detections=100):
 
 def build(kind, depth, device, detections=100):
     torch.manual_seed(0)
-    return build_model(model_cfg(kind, depth, device, detections)).eval()
+    model = build_model(model_cfg(kind, depth, device, detections)).eval()
+    if kind == "mask_rcnn_pad64":  # inputs padded like the C6 backbone's (module docstring)
+        model.backbone._size_divisibility = 64
+    return model
 
 
 def _now(device):
@@ -274,9 +277,12 @@ def make_world(folder, size, frames):
 
 
 def pair_at(record, size):
-    """Model input (with GT) of a dataset dict, resized to `size` (W, H) by the mapper."""
+    """Model input (with GT) of a dataset dict, resized to `size` (W, H) by the mapper, whose
+    output size (masks, flow) is `size` too, as for a data set of that size."""
     resize = [] if (record["width"], record["height"]) == size else [T.Resize(size[::-1])]
-    return MotionDatasetMapper(is_train=False, augmentations=resize)(record)
+    x = MotionDatasetMapper(is_train=False, augmentations=resize)(record)
+    x["width"], x["height"] = size
+    return x
 
 
 def box_masks(num, height, width, generator):
@@ -451,8 +457,10 @@ def run(args):
         "device": args.device, "threads": threads, "resnet_depth": args.depth,
         "sizes": [_key(s) for s in args.sizes], "warmup": args.warmup, "repeats": args.repeats,
         "quick": args.quick, "batch_size": 1, "num_classes": 2, "score_thresh_test": 0.0,
-        "detections_per_image": args.detections, "pooler_sampling_ratio": SAMPLING_RATIO, "torch": torch.__version__,
+        "detections_per_image": args.detections, "pooler_sampling_ratio": SAMPLING_RATIO,
+        "rpn_nms_thresh": 1.0, "roi_nms_thresh_test": 1.0, "torch": torch.__version__,
         "models": {"mask_rcnn": "configs/Base-RCNN-FPN.yaml (3 channels)",
+                   "mask_rcnn_pad64": "mask_rcnn, input padded to multiples of 64",
                    "motion_rcnn_6ch": "configs/Base-MotionRCNN-C6-FPN.yaml, XYZ_INPUT False",
                    "motion_rcnn_12ch": "configs/Base-MotionRCNN-C6-FPN.yaml, XYZ_INPUT True"},
     }}
@@ -486,7 +494,7 @@ def run(args):
             for size in inputs:
                 specs = {kind: {"kind": kind, "depth": args.depth, "device": args.device,
                                 "size": size, "inputs": path, "threads": threads,
-                                "detections": args.detections} for kind in RCNNS}
+                                "detections": args.detections} for kind in MEMORY_MODELS}
                 result["memory"][size] = memory_section(specs, BASELINE)
     result["goals"] = evaluate_goals(result)
     return result
