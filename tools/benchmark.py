@@ -23,7 +23,11 @@ of RoIs, which random weights would otherwise make model-dependent:
   head and the flow composition;
 - POOLER_SAMPLING_RATIO = 2 (box and mask): with Detectron2's adaptive 0 the RoIAlign cost
   (its CPU backward is the largest op of a training step) grows with the RoI sizes, which
-  random RPNs choose differently per model.
+  random RPNs choose differently per model;
+- ROI_HEADS.IOU_THRESHOLDS = [0.99]: random proposals overlap the GT boxes by chance, giving
+  a model-dependent number (2..128) of foreground RoIs for the mask and motion heads in
+  training; at 0.99 these are exactly the GT boxes appended to the proposals, in every model
+  (BATCH_SIZE_PER_IMAGE = 512 RoIs for the box head as usual).
 The counts are recorded. PIXEL_STD is the ImageNet std and XYZ_SCALE 10 m for every model
 (moderate activations; no effect on the cost). The inputs are the pairs of a synthetic world
 (1 sequence, generated into a temporary folder at the first size), resized by the mapper to
@@ -86,6 +90,7 @@ MEMORY_METHODS = {  # indexed by "on CUDA"
            "model, the peak reset between inference and training",
     True: "torch.cuda.max_memory_allocated (weights + activations), a fresh subprocess per model"}
 SAMPLING_RATIO = 2  # RoIAlign samples per bin side for every R-CNN (module docstring)
+FG_IOU = 0.99  # foreground RoIs in training = the GT boxes appended to the proposals
 DEFAULTS = {  # (full run, --quick)
     "sizes": (["1242x375", "512x160"], ["256x80"]), "repeats": (5, 2), "detections": (100, 25),
     "world_frames": (9, 3)}
@@ -156,6 +161,7 @@ def model_cfg(kind, depth, device, detections=100):
         cfg.MODEL.MOTION_RCNN.XYZ_SCALE = 10.0
         cfg.MODEL.RPN.NMS_THRESH = 1.0  # equal RoI counts (module docstring)
         cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST = 1.0
+        cfg.MODEL.ROI_HEADS.IOU_THRESHOLDS = [FG_IOU]
         cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO = SAMPLING_RATIO
         cfg.MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO = SAMPLING_RATIO
     return cfg
@@ -182,10 +188,10 @@ def infer(model, x):
 
 
 def train_step(model, optimizer, x, device="cpu", phases=None):
-    """One training iteration on `x`: forward, backward, optimizer step (their seconds are
-    appended to `phases` when given)."""
+    """One training iteration on `x`: forward, backward, optimizer step (their seconds and the
+    number of foreground RoIs are appended to `phases` when given)."""
     start = _now(device)
-    with EventStorage():
+    with EventStorage() as storage:
         losses = model([x])
     forward = _now(device)
     optimizer.zero_grad(set_to_none=True)
@@ -194,7 +200,8 @@ def train_step(model, optimizer, x, device="cpu", phases=None):
     optimizer.step()
     if phases is not None:
         phases.append({"forward": forward - start, "backward": backward - forward,
-                       "optimizer": _now(device) - backward})
+                       "optimizer": _now(device) - backward,
+                       "fg_rois": storage.latest()["roi_head/num_fg_samples"][0]})
 
 
 def sgd(model):
@@ -350,6 +357,7 @@ def training_section(models, pairs, args):
     out = {name: _row(seconds[name], seconds[BASELINE]) for name in RCNNS}
     for name in RCNNS:
         out[name]["phases_s"] = _medians(phases[name][-args.repeats:])
+        out[name]["fg_rois"] = out[name]["phases_s"].pop("fg_rois")
     return out
 
 
@@ -458,7 +466,8 @@ def run(args):
         "sizes": [_key(s) for s in args.sizes], "warmup": args.warmup, "repeats": args.repeats,
         "quick": args.quick, "batch_size": 1, "num_classes": 2, "score_thresh_test": 0.0,
         "detections_per_image": args.detections, "pooler_sampling_ratio": SAMPLING_RATIO,
-        "rpn_nms_thresh": 1.0, "roi_nms_thresh_test": 1.0, "torch": torch.__version__,
+        "rpn_nms_thresh": 1.0, "roi_nms_thresh_test": 1.0, "roi_fg_iou": FG_IOU,
+        "torch": torch.__version__,
         "models": {"mask_rcnn": "configs/Base-RCNN-FPN.yaml (3 channels)",
                    "mask_rcnn_pad64": "mask_rcnn, input padded to multiples of 64",
                    "motion_rcnn_6ch": "configs/Base-MotionRCNN-C6-FPN.yaml, XYZ_INPUT False",

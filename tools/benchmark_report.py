@@ -56,13 +56,13 @@ def _table(title, rows, headers):
 
 def print_tables(result):
     """Print every section of a benchmark result as tables."""
-    for section, unit in (("inference", "ms"), ("training", "s/iter")):
-        rows = [[size, name, r["value"], r["ratio"], r.get("proposals", ""),
-                 r.get("detections", "")]
+    for section, unit, rois in (("inference", "ms", ("proposals", "detections")),
+                                ("training", "s/iter", ("fg_rois",))):
+        rows = [[size, name, r["value"], r["ratio"]] + [r.get(k, "") for k in rois]
                 for size, by_name in result.get(section, {}).items()
                 for name, r in by_name.items()]
         _table(f"{section} ({unit}, median)", rows,
-               ["size", "model", unit, f"/ {BASELINE}", "proposals", "detections"])
+               ["size", "model", unit, f"/ {BASELINE}"] + list(rois))
     for size, by_name in result.get("inference", {}).items():
         rows = [[name] + [v for v in r["stages_ms"].values()]
                 for name, r in by_name.items() if "stages_ms" in r]
