@@ -9,30 +9,15 @@ Everything is measured in ONE process on the same inputs, so that ratios hold on
 machine: the models of a section run in interleaved rounds (warm-up rounds, then --repeats
 timed rounds; the median is reported) and every ratio divides two medians of the same run.
 
-Models (random weights, nothing is downloaded; same ResNet depth, NUM_CLASSES = 2, FrozenBN,
-FREEZE_AT 2): "mask_rcnn" = GeneralizedRCNN from configs/Base-RCNN-FPN.yaml on frame t (3
-channels); "motion_rcnn_6ch" / "motion_rcnn_12ch" = configs/Base-MotionRCNN-C6-FPN.yaml
-without / with XYZ input; "mask_rcnn_pad64" = "mask_rcnn" with its input padded to
-multiples of 64 like the C6 backbone's (not a goal: it separates the cost of that padding
-from the rest); "flownets", "sfmnet" from their Base configs. The R-CNNs see the same number
-of RoIs, which random weights would otherwise make model-dependent:
-- RPN.NMS_THRESH = 1.0: a random RPN's NMS keeps 400..1000 proposals depending on the
-  model; without it every model passes exactly POST_NMS_TOPK (1000) to the box head;
-- ROI_HEADS.SCORE_THRESH_TEST = 0, NMS_THRESH_TEST = 1.0 and TEST.DETECTIONS_PER_IMAGE = 100
-  (quick: 25): every model keeps exactly that many detections for the mask head, the motion
-  head and the flow composition;
-- POOLER_SAMPLING_RATIO = 2 (box and mask): with Detectron2's adaptive 0 the RoIAlign cost
-  (its CPU backward is the largest op of a training step) grows with the RoI sizes, which
-  random RPNs choose differently per model;
-- ROI_HEADS.IOU_THRESHOLDS = [0.99]: random proposals overlap the GT boxes by chance, giving
-  a model-dependent number (2..128) of foreground RoIs for the mask and motion heads in
-  training; at 0.99 these are exactly the GT boxes appended to the proposals, in every model
-  (BATCH_SIZE_PER_IMAGE = 512 RoIs for the box head as usual).
-The counts are recorded. PIXEL_STD is the ImageNet std and XYZ_SCALE 10 m for every model
-(moderate activations; no effect on the cost). The inputs are the pairs of a synthetic world
-(1 sequence, generated into a temporary folder at the first size), resized by the mapper to
-each size, which is also their output size; round i of every section feeds every model pair
-i (mod their number), so all models see the same data.
+Models (tools/benchmark_models.py): "mask_rcnn" = Detectron2's GeneralizedRCNN from
+configs/Base-RCNN-FPN.yaml on frame t; "motion_rcnn_6ch" / "motion_rcnn_12ch" =
+configs/Base-MotionRCNN-C6-FPN.yaml without / with XYZ input; "mask_rcnn_pad64" (a diagnostic,
+not in --quick) = "mask_rcnn" with its input padded to multiples of 64 like the C6 backbone's;
+"flownets", "sfmnet". Random weights (nothing is downloaded), the same ResNet depth and
+NUM_CLASSES, and RoI settings that give every R-CNN the same number of RoIs (see there). The
+inputs are the pairs of a synthetic world (1 sequence, generated into a temporary folder at the
+first size), resized by the mapper to each size, which is also their output size; round i of
+every section feeds every model pair i (mod their number), so all models see the same data.
 
 Sections: inference ms per pair (batch 1, eval mode, with post-processing and, for Motion
 R-CNN, the flow; per-stage medians from forward hooks); training s per iteration (batch 1,
@@ -51,7 +36,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch (see train_net.py)
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -60,13 +44,10 @@ import time  # noqa: E402
 import torch  # noqa: E402
 
 import motion_rcnn_d2  # noqa: E402,F401  (compat layer, registrations)
-from detectron2.config import get_cfg  # noqa: E402
 from detectron2.data import build_detection_train_loader  # noqa: E402
 from detectron2.data import transforms as T  # noqa: E402
-from detectron2.modeling import build_model  # noqa: E402
-from detectron2.utils.events import EventStorage  # noqa: E402
 
-from motion_rcnn_d2 import MotionDatasetMapper, add_motion_rcnn_config  # noqa: E402
+from motion_rcnn_d2 import MotionDatasetMapper  # noqa: E402
 from motion_rcnn_d2.data.datasets.vkitti2 import load_vkitti2  # noqa: E402
 from motion_rcnn_d2.data.synthetic import generate_world  # noqa: E402
 from motion_rcnn_d2.geometry import compose_flow, compose_flow_indexed  # noqa: E402
@@ -75,22 +56,18 @@ from motion_rcnn_d2.modeling.meta_arch.motion_rcnn import instance_index_from_ma
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchmark_memory import memory_section  # noqa: E402
+from benchmark_models import (  # noqa: E402
+    FG_IOU, RCNNS, SAMPLING_RATIO, StageTimer, build, infer, medians, model_cfg, now,
+    parameter_counts, sgd, time_rounds, train_step)
 from benchmark_report import evaluate_goals, print_tables, write_json  # noqa: E402
 
-CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-RCNNS = ("mask_rcnn", "mask_rcnn_pad64", "motion_rcnn_6ch", "motion_rcnn_12ch")
 MEMORY_MODELS = ("mask_rcnn", "motion_rcnn_6ch", "motion_rcnn_12ch")
 BASELINE = "mask_rcnn"
 MOTION = "motion_rcnn_12ch"  # the thesis model, reference of the compose_flow shares
-STAGES = ("backbone", "proposal_generator", "roi_heads.box_pooler", "roi_heads.box_head",
-          "roi_heads.box_predictor", "roi_heads.mask_pooler", "roi_heads.mask_head",
-          "roi_heads.motion_head", "camera_head")
 MEMORY_METHODS = {  # indexed by "on CUDA"
     False: "peak RSS (VmHWM) minus the RSS before the model was built, a fresh subprocess per "
            "model, the peak reset between inference and training",
     True: "torch.cuda.max_memory_allocated (weights + activations), a fresh subprocess per model"}
-SAMPLING_RATIO = 2  # RoIAlign samples per bin side for every R-CNN (module docstring)
-FG_IOU = 0.99  # foreground RoIs in training = the GT boxes appended to the proposals
 DEFAULTS = {  # (full run, --quick)
     "sizes": (["1242x375", "512x160"], ["256x80"]), "repeats": (5, 2), "detections": (100, 25),
     "world_frames": (9, 3)}
@@ -139,138 +116,6 @@ def _key(size):
     return f"{size[0]}x{size[1]}"
 
 
-# ---------------------------------------------------------------------------- models
-def model_cfg(kind, depth, device, detections=100):
-    """The Detectron2 config of one benchmarked model (module docstring)."""
-    cfg = get_cfg()
-    add_motion_rcnn_config(cfg)
-    name = {"flownets": "Base-FlowNetS.yaml", "sfmnet": "Base-SfMNet.yaml"}.get(
-        kind, "Base-RCNN-FPN.yaml" if kind.startswith("mask") else "Base-MotionRCNN-C6-FPN.yaml")
-    cfg.merge_from_file(os.path.join(CONFIGS, name))
-    cfg.MODEL.WEIGHTS = ""
-    cfg.MODEL.DEVICE = device
-    if kind in RCNNS:
-        cfg.MODEL.PIXEL_STD = [57.375, 57.12, 58.395]
-        cfg.MODEL.RESNETS.DEPTH = depth
-        if depth in (18, 34):
-            cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
-        cfg.MODEL.ROI_HEADS.NUM_CLASSES = 2
-        cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
-        cfg.TEST.DETECTIONS_PER_IMAGE = detections
-        cfg.MODEL.MOTION_RCNN.XYZ_INPUT = kind == "motion_rcnn_12ch"
-        cfg.MODEL.MOTION_RCNN.XYZ_SCALE = 10.0
-        cfg.MODEL.RPN.NMS_THRESH = 1.0  # equal RoI counts (module docstring)
-        cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST = 1.0
-        cfg.MODEL.ROI_HEADS.IOU_THRESHOLDS = [FG_IOU]
-        cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO = SAMPLING_RATIO
-        cfg.MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO = SAMPLING_RATIO
-    return cfg
-
-
-def build(kind, depth, device, detections=100):
-    torch.manual_seed(0)
-    model = build_model(model_cfg(kind, depth, device, detections)).eval()
-    if kind == "mask_rcnn_pad64":  # inputs padded like the C6 backbone's (module docstring)
-        model.backbone._size_divisibility = 64
-    return model
-
-
-def _now(device):
-    """perf_counter after the device's queued work is done."""
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter()
-
-
-def infer(model, x):
-    with torch.no_grad():
-        return model([x])[0]
-
-
-def train_step(model, optimizer, x, device="cpu", phases=None):
-    """One training iteration on `x`: forward, backward, optimizer step (their seconds and the
-    number of foreground RoIs are appended to `phases` when given)."""
-    start = _now(device)
-    with EventStorage() as storage:
-        losses = model([x])
-    forward = _now(device)
-    optimizer.zero_grad(set_to_none=True)
-    sum(losses.values()).backward()
-    backward = _now(device)
-    optimizer.step()
-    if phases is not None:
-        phases.append({"forward": forward - start, "backward": backward - forward,
-                       "optimizer": _now(device) - backward,
-                       "fg_rois": storage.latest()["roi_head/num_fg_samples"][0]})
-
-
-def sgd(model):
-    """SGD with momentum and weight decay but lr 0: the full cost of a step, unchanged weights."""
-    return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.0,
-                           momentum=0.9, weight_decay=1e-4)
-
-
-def time_rounds(calls, warmup, repeats, device):
-    """Median seconds of each callable over `repeats` interleaved rounds (after `warmup`
-    rounds); every callable is called with the round number."""
-    for i in range(warmup):
-        for fn in calls.values():
-            fn(i)
-    samples = {name: [] for name in calls}
-    for i in range(repeats):
-        for name, fn in calls.items():
-            torch.manual_seed(i)  # the same RPN / RoI sampling for every model of a round
-            start = _now(device)
-            fn(i)
-            samples[name].append(_now(device) - start)
-    return {name: statistics.median(s) for name, s in samples.items()}
-
-
-def _medians(records):
-    """Per-key median of a list of dicts (missing keys count as 0)."""
-    keys = dict.fromkeys(k for r in records for k in r)
-    return {k: statistics.median(r.get(k, 0.0) for r in records) for k in keys}
-
-
-class StageTimer:
-    """ms spent in the submodules of STAGES (forward hooks) between start() and stop(), and
-    the rest ("other": pre-processing, post-processing, flow composition)."""
-
-    def __init__(self, model, device):
-        self.device, self.rounds, self.proposals = device, [], None
-        self._spent, self._handles = None, []
-        for name in STAGES:
-            module = model
-            for part in name.split("."):
-                module = getattr(module, part, None)
-            if isinstance(module, torch.nn.Module):
-                self._handles += [
-                    module.register_forward_pre_hook(lambda *_, n=name: self._tick(n, -1)),
-                    module.register_forward_hook(
-                        lambda _m, _i, out, n=name: self._tick(n, 1, out))]
-
-    def _tick(self, name, sign, outputs=None):
-        if self._spent is not None:
-            self._spent[name] = self._spent.get(name, 0.0) + sign * _now(self.device)
-            if name == "proposal_generator" and outputs is not None:
-                self.proposals = len(outputs[0][0])  # proposals of the (only) image
-
-    def start(self):
-        self._spent = {}
-        self._start = _now(self.device)
-
-    def stop(self):
-        total = _now(self.device) - self._start
-        stages = {name: 1000 * self._spent.get(name, 0.0) for name in STAGES}
-        stages["other"] = 1000 * total - sum(stages.values())
-        self.rounds.append(stages)
-        self._spent = None
-
-    def close(self):
-        for handle in self._handles:
-            handle.remove()
-
-
 def _row(value, baseline):
     return {"value": value, "ratio": value / baseline}
 
@@ -310,7 +155,8 @@ def inference_section(models, pairs, args):
     """Inference ms of every model; round i runs every model on pairs[i % len(pairs)]. The
     R-CNNs' stage times come from the timed rounds on the CPU, from extra rounds on a GPU
     (their hooks synchronise)."""
-    timers, detections = {}, {name: [] for name in RCNNS}
+    rcnns = [name for name in RCNNS if name in models]
+    timers, detections = {}, {name: [] for name in rcnns}
 
     def call(i, name):
         timer = timers.get(name)
@@ -324,15 +170,15 @@ def inference_section(models, pairs, args):
 
     calls = {name: (lambda i, n=name: call(i, n)) for name in models}
     on_cpu = torch.device(args.device).type == "cpu"
-    timers.update({name: StageTimer(models[name], args.device) for name in RCNNS if on_cpu})
+    timers.update({name: StageTimer(models[name], args.device) for name in rcnns if on_cpu})
     seconds = time_rounds(calls, args.warmup, args.repeats, args.device)
     if not on_cpu:
-        timers.update({name: StageTimer(models[name], args.device) for name in RCNNS})
-        time_rounds({name: calls[name] for name in RCNNS}, 0, args.repeats, args.device)
+        timers.update({name: StageTimer(models[name], args.device) for name in rcnns})
+        time_rounds({name: calls[name] for name in rcnns}, 0, args.repeats, args.device)
     out = {name: _row(1000 * seconds[name], 1000 * seconds[BASELINE]) for name in models}
     for name, timer in timers.items():
         timer.close()
-        out[name]["stages_ms"] = _medians(timer.rounds[-args.repeats:])
+        out[name]["stages_ms"] = medians(timer.rounds[-args.repeats:])
         out[name]["proposals"] = timer.proposals
         out[name]["detections"] = statistics.median(detections[name])
     return out
@@ -340,23 +186,24 @@ def inference_section(models, pairs, args):
 
 def training_section(models, pairs, args):
     """Training s/iteration of the R-CNNs (round i: pairs[i % len(pairs)]), with the median
-    forward / backward / optimizer seconds."""
-    optimizers = {name: sgd(models[name]) for name in RCNNS}
-    phases = {name: [] for name in RCNNS}
-    for name in RCNNS:
+    forward / backward / optimizer seconds and the foreground RoIs."""
+    rcnns = [name for name in RCNNS if name in models]
+    optimizers = {name: sgd(models[name]) for name in rcnns}
+    phases = {name: [] for name in rcnns}
+    for name in rcnns:
         models[name].train()
     calls = {name: (lambda i, n=name: train_step(models[n], optimizers[n], pairs[i % len(pairs)],
                                                  args.device, phases[n]))
-             for name in RCNNS}
+             for name in rcnns}
     try:
         seconds = time_rounds(calls, args.warmup, args.repeats, args.device)
     finally:
-        for name in RCNNS:
+        for name in rcnns:
             models[name].eval()
             models[name].zero_grad(set_to_none=True)
-    out = {name: _row(seconds[name], seconds[BASELINE]) for name in RCNNS}
-    for name in RCNNS:
-        out[name]["phases_s"] = _medians(phases[name][-args.repeats:])
+    out = {name: _row(seconds[name], seconds[BASELINE]) for name in rcnns}
+    for name in rcnns:
+        out[name]["phases_s"] = medians(phases[name][-args.repeats:])
         out[name]["fg_rois"] = out[name]["phases_s"].pop("fg_rois")
     return out
 
@@ -427,7 +274,7 @@ def data_section(dicts, size, model, train_s, args):
     model.train()
     try:
         for _ in range(args.repeats + 1):
-            start = _now(args.device)
+            start = now(args.device)
             batch = next(batches)
             waits.append(time.perf_counter() - start)
             train_step(model, optimizer, batch[0], args.device)
@@ -441,11 +288,16 @@ def data_section(dicts, size, model, train_s, args):
 
 
 # ------------------------------------------------------------------------------- run
-def parameter_counts(model):
-    """Millions of parameters: all of them and the trainable ones."""
-    params = list(model.parameters())
-    return {"total_m": sum(p.numel() for p in params) / 1e6,
-            "trainable_m": sum(p.numel() for p in params if p.requires_grad) / 1e6}
+class Clock:
+    """Adds the seconds since the previous call to `totals[name]` (the sections' wall time)."""
+
+    def __init__(self, totals):
+        self.totals, self.last = totals, time.perf_counter()
+
+    def __call__(self, name):
+        current = time.perf_counter()
+        self.totals[name] = self.totals.get(name, 0.0) + current - self.last
+        self.last = current
 
 
 def profile_models(models, x):
@@ -471,27 +323,36 @@ def run(args):
         "models": {"mask_rcnn": "configs/Base-RCNN-FPN.yaml (3 channels)",
                    "mask_rcnn_pad64": "mask_rcnn, input padded to multiples of 64",
                    "motion_rcnn_6ch": "configs/Base-MotionRCNN-C6-FPN.yaml, XYZ_INPUT False",
-                   "motion_rcnn_12ch": "configs/Base-MotionRCNN-C6-FPN.yaml, XYZ_INPUT True"},
+                   "motion_rcnn_12ch": "configs/Base-MotionRCNN-C6-FPN.yaml, XYZ_INPUT True",
+                   "flownets": "configs/Base-FlowNetS.yaml", "sfmnet": "configs/Base-SfMNet.yaml"},
+        "section_s": {},
     }}
+    clock = Clock(result["settings"]["section_s"])
+    kinds = [k for k in RCNNS if not (args.quick and k == "mask_rcnn_pad64")]  # diagnostic
     models = {kind: build(kind, args.depth, args.device, args.detections)
-              for kind in RCNNS + ("flownets", "sfmnet")}
+              for kind in kinds + ["flownets", "sfmnet"]}
     result["settings"]["parameters"] = {k: parameter_counts(m) for k, m in models.items()}
     with tempfile.TemporaryDirectory(prefix="motion_rcnn_benchmark_") as tmp:
         dicts = make_world(os.path.join(tmp, "world"), args.sizes[0], args.world_frames)
         dicts.sort(key=lambda d: -len(d["annotations"]))  # pairs[0]: the most instances
         pairs = {_key(size): [pair_at(d, size) for d in dicts] for size in args.sizes}
+        clock("setup")
         first = _key(args.sizes[0])
         result["settings"]["pairs"] = len(dicts)
         result["settings"]["instances_per_pair"] = [len(x["instances"]) for x in pairs[first]]
         result["inference"], result["training"] = {}, {}
         for size in args.sizes:
             result["inference"][_key(size)] = inference_section(models, pairs[_key(size)], args)
+            clock("inference")
             result["training"][_key(size)] = training_section(models, pairs[_key(size)], args)
+            clock("training")
         inputs = {key: x[0] for key, x in pairs.items()}
         result["compose_flow"] = dict(size=first, **compose_section(
             inputs[first], result["inference"][first][MOTION]["value"], args))
+        clock("compose_flow")
         result["data"] = data_section(dicts, args.sizes[0], models[MOTION],
                                       result["training"][first][MOTION]["value"], args)
+        clock("data")
         if args.profile:
             profile_models(models, inputs[first])
         if not args.skip_memory:
@@ -505,6 +366,7 @@ def run(args):
                                 "size": size, "inputs": path, "threads": threads,
                                 "detections": args.detections} for kind in MEMORY_MODELS}
                 result["memory"][size] = memory_section(specs, BASELINE)
+            clock("memory")
     result["goals"] = evaluate_goals(result)
     return result
 

@@ -43,7 +43,7 @@ def _reset_peak_rss():
 def measure(spec):
     """Peak memory (MiB) of one model's inference, then training (module docstring)."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import benchmark  # sets OMP_WAIT_POLICY before torch is imported
+    import benchmark_models as models  # sets OMP_WAIT_POLICY before torch is imported
     import torch
 
     torch.set_num_threads(spec["threads"])
@@ -57,15 +57,15 @@ def measure(spec):
             return torch.cuda.max_memory_allocated() / 2 ** 20
         return _status_mib("VmHWM") - baseline
 
-    model = benchmark.build(spec["kind"], spec["depth"], spec["device"], spec["detections"])
-    benchmark.infer(model, x)
+    model = models.build(spec["kind"], spec["depth"], spec["device"], spec["detections"])
+    models.infer(model, x)
     result = {"inference_mib": peak()}
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     else:
         reset = reset and _reset_peak_rss()
     model.train()
-    benchmark.train_step(model, benchmark.sgd(model), x, spec["device"])
+    models.train_step(model, models.sgd(model), x, spec["device"])
     result.update(training_mib=peak(), peak_reset=reset)
     return result
 
