@@ -321,6 +321,7 @@ def _distributed_worker(rank, init_file, out_dir):
         results = evaluator.evaluate()
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
             json.dump({"empty": results == {}}, f)
+        dist.barrier()  # rank 1 returns before rank 0 has its gather: tear down together
     finally:
         dist.destroy_process_group()
 

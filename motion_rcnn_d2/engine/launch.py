@@ -97,6 +97,9 @@ def _cpu_worker(local_rank, main_func, world_size, num_processes_per_machine, ma
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // num_processes_per_machine))
     comm.synchronize()
     main_func(*args)
+    # all ranks leave together: a rank tearing gloo down while a peer still talks aborts it
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def create_ddp_model(model, **kwargs):
