@@ -37,7 +37,7 @@ def _free_local_port():
 
 
 def launch(main_func, num_processes_per_machine, num_machines=1, machine_rank=0, dist_url=None,
-           args=(), timeout=DEFAULT_TIMEOUT, device="cuda"):
+           args=(), timeout=DEFAULT_TIMEOUT, device=None):
     """Run ``main_func(*args)`` in ``num_machines * num_processes_per_machine`` processes.
 
     Args:
@@ -48,10 +48,10 @@ def launch(main_func, num_processes_per_machine, num_machines=1, machine_rank=0,
         dist_url: rendezvous URL, e.g. "tcp://10.0.0.1:29500" (machine 0's address) or
             "auto" (a free local port; one machine only).
         timeout: of the process group's collectives.
-        device: cfg.MODEL.DEVICE; "cpu" runs gloo processes here, anything else goes to
-            :func:`detectron2.engine.launch` (NCCL, one GPU per process).
+        device: cfg.MODEL.DEVICE; "cpu" runs gloo processes here, anything else (or None)
+            goes to :func:`detectron2.engine.launch` (NCCL, one GPU per process).
     """
-    if torch.device(device).type != "cpu":
+    if device is None or torch.device(device).type != "cpu":
         d2_launch(main_func, num_processes_per_machine, num_machines=num_machines,
                   machine_rank=machine_rank, dist_url=dist_url, args=args, timeout=timeout)
         return
