@@ -11,6 +11,7 @@ from motion_rcnn_d2 import add_motion_rcnn_config
 from motion_rcnn_d2.modeling.meta_arch import FlowNetS
 from motion_rcnn_d2.modeling.meta_arch.flownets import downsample_flow_target, multiscale_epe
 from motion_rcnn_d2.modeling.meta_arch.frame_pairs import resize_flow
+from overfit import overfit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MEAN, STD = [103.53, 116.28, 123.675], [57.375, 57.12, 58.395]
@@ -144,17 +145,8 @@ def test_overfits_a_single_pair():
         return (flow - pair[0]["flow"]).norm(dim=0).mean().item()
 
     first_epe = full_resolution_epe()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    first = None
-    for _ in range(100):
-        loss = sum(model(pair).values())
-        first = first if first is not None else loss.item()
-        if loss.item() < first / 10:
-            break
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    assert loss.item() < first / 10, (first, loss.item())
+    first, last = overfit(model, pair, lr=1e-4, max_steps=100)
+    assert last < first / 10, (first, last)
     assert full_resolution_epe() < first_epe / 5
 
 

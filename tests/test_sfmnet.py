@@ -13,6 +13,7 @@ from motion_rcnn_d2.geometry import (compose_flow, euler_sines_to_matrix, scale_
                                      warp_backward)
 from motion_rcnn_d2.modeling.meta_arch import SfMNet
 from motion_rcnn_d2.modeling.meta_arch import sfmnet_losses as L
+from overfit import overfit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MEAN, STD = [103.53, 116.28, 123.675], [57.375, 57.12, 58.395]
@@ -190,17 +191,8 @@ def test_overfits_a_single_pair():
     torch.manual_seed(0)
     model = _model(loss_weights=SUPERVISED).train()
     pair = [_scene(64, 96)]
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    first = None
-    for _ in range(300):
-        loss = sum(model(pair).values())
-        first = first if first is not None else loss.item()
-        if loss.item() < first / 10:
-            break
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    assert loss.item() < first / 10, (first, loss.item())
+    first, last = overfit(model, pair, lr=1e-3, max_steps=300)
+    assert last < first / 10, (first, last)
 
 
 @pytest.mark.parametrize("config,supervised", [("configs/synthetic/sfmnet_unsup_cpu.yaml", False),
