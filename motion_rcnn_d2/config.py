@@ -76,6 +76,9 @@ def add_motion_rcnn_config(cfg):
     _C.MODEL.CAMERA_MOTION_HEAD.IN_FEATURE = "res6"
     # 1x1 conv width, pooled grid (resized to POOL_SIZE x POOL_SIZE), FC layers.
     _C.MODEL.CAMERA_MOTION_HEAD.CONV_DIM = 512
+    # Normalisation after the 1x1 conv ("" none, "GN", "BN", ...): without one the conv + ReLU
+    # can die during training (constant camera motion for every input).
+    _C.MODEL.CAMERA_MOTION_HEAD.NORM = ""
     _C.MODEL.CAMERA_MOTION_HEAD.POOL_SIZE = 7
     _C.MODEL.CAMERA_MOTION_HEAD.NUM_FC = 2
     _C.MODEL.CAMERA_MOTION_HEAD.FC_DIM = 1024

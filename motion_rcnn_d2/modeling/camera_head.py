@@ -1,11 +1,13 @@
 """The camera motion head (METHOD.md section 3): the camera's ego-motion from C6.
 
-C6 (stride 64) -> 1x1 conv CONV_DIM + ReLU -> resized to POOL_SIZE x POOL_SIZE (adaptive
-average pooling; it also enlarges maps smaller than that) -> flatten -> NUM_FC x (FC FC_DIM +
-ReLU, optional dropout) -> linear output: rotation parameters (3 Euler sines or 4 raw quaternion
-values), translation t_cam (3) and, with MOVING_ON, moving/still logits o_cam (2). Rotation and
-translation outputs are multiplied by their config scales (zero output = identity motion); the
-output layer starts with a small std.
+C6 (stride 64) -> 1x1 conv CONV_DIM (+ NORM) + ReLU -> resized to POOL_SIZE x POOL_SIZE
+(adaptive average pooling; it also enlarges maps smaller than that) -> flatten -> NUM_FC x
+(FC FC_DIM + ReLU, optional dropout) -> linear output: rotation parameters (3 Euler sines or
+4 raw quaternion values), translation t_cam (3) and, with MOVING_ON, moving/still logits o_cam
+(2). Rotation and translation outputs are multiplied by their config scales (zero output =
+identity motion); the output layer starts with a small std. With NORM "" a 1x1 conv + ReLU can die as a whole (every
+output negative for every input; then the head predicts one constant motion and gets no
+gradient to recover): a normalisation (e.g. "GN") keeps about half of its outputs active.
 
 Loss (METHOD.md section 6): L_cam = (l_R + l_t) o*_cam + l_ocam, terms as in
 roi_heads/motion_losses.py, averaged over the images of the batch. Without MOVING_ON there is no
@@ -14,7 +16,7 @@ l_ocam and o*_cam is taken as 1 (the motion is always supervised, since it is ne
 import fvcore.nn.weight_init as weight_init
 import torch.nn.functional as F
 from detectron2.config import configurable
-from detectron2.layers import ShapeSpec
+from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.utils.registry import Registry
 from torch import nn
 
@@ -39,15 +41,16 @@ class CameraMotionHead(nn.Module):
     """Conv + FC head predicting the camera motion of each image from one feature map."""
 
     @configurable
-    def __init__(self, input_shape: ShapeSpec, *, conv_dim: int = 512, pool_size: int = 7,
-                 num_fc: int = 2, fc_dim: int = 1024, dropout: float = 0.0,
+    def __init__(self, input_shape: ShapeSpec, *, conv_dim: int = 512, norm: str = "",
+                 pool_size: int = 7, num_fc: int = 2, fc_dim: int = 1024, dropout: float = 0.0,
                  moving_on: bool = True, rotation_param: str = "euler_sines",
                  output_init_std: float = 1e-3, rotation_scale: float = 0.01,
                  translation_scale: float = 1.0, loss_weights=None):
         """
         Args:
             input_shape: the input feature map (channels used).
-            conv_dim: channels of the 1x1 conv; pool_size: side of the resized map.
+            conv_dim: channels of the 1x1 conv; norm: its normalisation (Detectron2's
+                `get_norm` names: "", "GN", "BN", ...); pool_size: side of the resized map.
             num_fc, fc_dim, dropout: hidden FC layers, their width and dropout probability.
             moving_on: also predict moving/still logits.
             rotation_param: "euler_sines" or "quaternion".
@@ -65,7 +68,8 @@ class CameraMotionHead(nn.Module):
         self.loss_weights = {"rot": 1.0, "trans": 1.0, "moving": 1.0}
         self.loss_weights.update(loss_weights or {})
 
-        self.conv = nn.Conv2d(input_shape.channels, conv_dim, kernel_size=1)
+        self.conv = Conv2d(input_shape.channels, conv_dim, kernel_size=1, bias=not norm,
+                           norm=get_norm(norm, conv_dim))
         weight_init.c2_msra_fill(self.conv)
         self.pool = nn.AdaptiveAvgPool2d(pool_size)
         layers, in_dim = [], conv_dim * pool_size * pool_size
@@ -88,6 +92,7 @@ class CameraMotionHead(nn.Module):
         return {
             "input_shape": input_shape,
             "conv_dim": head.CONV_DIM,
+            "norm": head.NORM,
             "pool_size": head.POOL_SIZE,
             "num_fc": head.NUM_FC,
             "fc_dim": head.FC_DIM,
