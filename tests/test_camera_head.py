@@ -3,10 +3,12 @@ import math
 
 import pytest
 import torch
+from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 
+from motion_rcnn_d2 import add_motion_rcnn_config
 from motion_rcnn_d2.geometry import euler_sines_to_matrix, raw_quaternion_to_matrix, rotation_z
-from motion_rcnn_d2.modeling.camera_head import CameraMotionHead
+from motion_rcnn_d2.modeling.camera_head import CameraMotionHead, build_camera_motion_head
 
 
 def _head(**kwargs):
@@ -100,3 +102,30 @@ def test_every_parameter_gets_a_gradient():
     sum(losses.values()).backward()
     assert all(p.grad is not None for p in head.parameters())
     assert float(head.predictor.weight.detach().std()) < 0.01  # small-std output init
+
+
+@pytest.mark.parametrize("norm", ["", "GN"])
+def test_a_conv_pushed_negative_dies_without_norm_and_not_with_it(norm):
+    """The failure GN prevents: once every 1x1-conv output is negative for every input, the
+    head's output no longer depends on the input (and the conv gets no gradient)."""
+    torch.manual_seed(0)
+    head = _head(norm=norm, conv_dim=32)
+    assert isinstance(head.conv.norm, torch.nn.GroupNorm) == (norm == "GN")
+    with torch.no_grad():
+        head.conv.weight.copy_(-head.conv.weight.abs())  # non-negative inputs -> outputs < 0
+    x = torch.rand(3, 8, 3, 8) + 0.1  # like a ReLU'd C6 map
+    pred = head(x)
+    varies = float(pred["translations"].std(dim=0).max()) > 0
+    (pred["translations"].sum() + pred["rotation_params"].sum()).backward()
+    conv_has_gradient = float(head.conv.weight.grad.abs().max()) > 0
+    assert varies == conv_has_gradient == (norm == "GN")
+
+
+def test_norm_comes_from_the_config():
+    cfg = get_cfg()
+    add_motion_rcnn_config(cfg)
+    assert cfg.MODEL.CAMERA_MOTION_HEAD.NORM == ""
+    cfg.MODEL.CAMERA_MOTION_HEAD.NORM = "GN"
+    head = build_camera_motion_head(cfg, ShapeSpec(channels=64))
+    assert isinstance(head.conv.norm, torch.nn.GroupNorm)
+    assert head.conv.bias is None

@@ -5,9 +5,10 @@ C6 (stride 64) -> 1x1 conv CONV_DIM (+ NORM) + ReLU -> resized to POOL_SIZE x PO
 (FC FC_DIM + ReLU, optional dropout) -> linear output: rotation parameters (3 Euler sines or
 4 raw quaternion values), translation t_cam (3) and, with MOVING_ON, moving/still logits o_cam
 (2). Rotation and translation outputs are multiplied by their config scales (zero output =
-identity motion); the output layer starts with a small std. With NORM "" a 1x1 conv + ReLU can die as a whole (every
-output negative for every input; then the head predicts one constant motion and gets no
-gradient to recover): a normalisation (e.g. "GN") keeps about half of its outputs active.
+identity motion); the output layer starts with a small std. With NORM "" the 1x1 conv + ReLU can
+die as a whole (every output negative for every input: the head then predicts one constant
+motion and gets no gradient to recover); a normalisation (e.g. "GN") keeps about half of its
+outputs active.
 
 Loss (METHOD.md section 6): L_cam = (l_R + l_t) o*_cam + l_ocam, terms as in
 roi_heads/motion_losses.py, averaged over the images of the batch. Without MOVING_ON there is no
