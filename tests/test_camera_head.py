@@ -129,3 +129,6 @@ def test_norm_comes_from_the_config():
     head = build_camera_motion_head(cfg, ShapeSpec(channels=64))
     assert isinstance(head.conv.norm, torch.nn.GroupNorm)
     assert head.conv.bias is None
+    cfg.MODEL.CAMERA_MOTION_HEAD.CONV_DIM = 16
+    with pytest.raises(ValueError, match="MODEL.CAMERA_MOTION_HEAD.CONV_DIM"):
+        build_camera_motion_head(cfg, ShapeSpec(channels=64))

@@ -210,7 +210,7 @@ def test_train_net_num_gpus_2_on_cpu(distributed_run, tmp_path):
     tiny = ["MODEL.FPN.OUT_CHANNELS", "32", "MODEL.RESNETS.C6_NUM_BLOCKS", "1",
             "MODEL.RPN.POST_NMS_TOPK_TRAIN", "40", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
             "MODEL.ROI_BOX_HEAD.FC_DIM", "64", "MODEL.ROI_MASK_HEAD.CONV_DIM", "16",
-            "MODEL.ROI_MOTION_HEAD.FC_DIM", "64", "MODEL.CAMERA_MOTION_HEAD.CONV_DIM", "16",
+            "MODEL.ROI_MOTION_HEAD.FC_DIM", "64", "MODEL.CAMERA_MOTION_HEAD.CONV_DIM", "32",
             "MODEL.CAMERA_MOTION_HEAD.FC_DIM", "64"]
     result = subprocess.run(
         [sys.executable, "train_net.py", "--num-gpus", "2", "--dist-url", "auto",

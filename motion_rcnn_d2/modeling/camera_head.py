@@ -69,6 +69,9 @@ class CameraMotionHead(nn.Module):
         self.loss_weights = {"rot": 1.0, "trans": 1.0, "moving": 1.0}
         self.loss_weights.update(loss_weights or {})
 
+        if norm == "GN" and conv_dim % 32:
+            raise ValueError(f"MODEL.CAMERA_MOTION_HEAD.CONV_DIM = {conv_dim} with NORM 'GN': "
+                             "GroupNorm uses 32 groups, so use a multiple of 32")
         self.conv = Conv2d(input_shape.channels, conv_dim, kernel_size=1, bias=not norm,
                            norm=get_norm(norm, conv_dim))
         weight_init.c2_msra_fill(self.conv)
