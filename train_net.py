@@ -4,9 +4,13 @@
     python train_net.py --config-file configs/synthetic/motion_rcnn_R18_C6_FPN_cpu.yaml
     python train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
     python train_net.py --config-file ... --resume
+    python train_net.py --config-file ... --eval-only --register my_world=datasets/my_world \
+        MODEL.WEIGHTS output/model_final.pth DATASETS.TEST "('my_world',)"
     python train_net.py --config-file ... --num-gpus 8   (or --num-machines/--machine-rank/--dist-url)
 
 --num-gpus N with MODEL.DEVICE "cpu" trains in N CPU processes (gloo; engine/launch.py).
+--register NAME=ROOT (repeatable) registers a data set in the Virtual KITTI 2 layout (e.g. a world
+written by tools/generate_synthetic.py) in every process, for DATASETS.TRAIN / TEST.
 
 The Trainer overrides builders: data loaders with MotionDatasetMapper (training: a
 ResumableTrainLoader, so --resume continues the exact data stream; engine/resume.py), the
@@ -30,8 +34,10 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from motion_rcnn_d2 import add_motion_rcnn_config
-from motion_rcnn_d2.data import MotionDatasetMapper, prepare_datasets
+from motion_rcnn_d2.data import MotionDatasetMapper, prepare_datasets, register_from_arguments
 from motion_rcnn_d2.engine import MotionCheckpointer
+from motion_rcnn_d2.engine.head_stats import HeadStatsHook
+from motion_rcnn_d2.engine.optimizer import build_motion_optimizer
 from motion_rcnn_d2.engine.launch import cpu_ddp_support, launch
 from motion_rcnn_d2.engine.resume import ResumableTrainLoader, build_resumable_train_loader
 from motion_rcnn_d2.evaluation import build_motion_evaluators
@@ -41,6 +47,10 @@ class Trainer(DefaultTrainer):
     def __init__(self, cfg):
         with cpu_ddp_support():  # DistributedDataParallel also for a model on the CPU
             super().__init__(cfg)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_motion_optimizer(cfg, model)
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -67,7 +77,12 @@ class Trainer(DefaultTrainer):
         self.checkpointer = MotionCheckpointer.from_config(
             self.cfg, self._trainer.model, self.cfg.OUTPUT_DIR, **checkpointables
         )
-        return super().build_hooks()
+        hooks = super().build_hooks()
+        if self.cfg.DIAGNOSTICS.PERIOD > 0:
+            # before the writers (the last hooks), so its scalars reach metrics.json
+            hooks.insert(-1, HeadStatsHook(self.model, self.cfg.DIAGNOSTICS.MODULES,
+                                           self.cfg.DIAGNOSTICS.PERIOD))
+        return hooks
 
     def state_dict(self):
         state = super().state_dict()
@@ -110,6 +125,7 @@ def setup(args):
 
 
 def main(args):
+    register_from_arguments(args.register)
     cfg = setup(args)
     # Generates the synthetic world on first use (main process only, others wait).
     prepare_datasets(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
@@ -128,8 +144,17 @@ def main(args):
     return trainer.train()
 
 
+def argument_parser():
+    """Detectron2's default arguments plus --register NAME=ROOT."""
+    parser = default_argument_parser()
+    parser.add_argument("--register", action="append", default=[], metavar="NAME=ROOT",
+                        help="register the data set in the Virtual KITTI 2 layout under ROOT as "
+                             "NAME (repeatable), e.g. for DATASETS.TEST \"('NAME',)\"")
+    return parser
+
+
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    args = argument_parser().parse_args()
     logging.getLogger(__name__).info("Command line arguments: %s", args)
     launch(
         main,

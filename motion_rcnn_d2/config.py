@@ -15,17 +15,17 @@ def add_motion_rcnn_config(cfg):
     # ---------------------------------------------------------------- Motion R-CNN
     _C.MODEL.MOTION_RCNN = CN()
     # Append XYZ_t and XYZ_t+1 (back-projected depth, metres) to the two frames:
-    # 12 input channels instead of 6 (METHOD.md section 1).
+    # 12 input channels instead of 6 (docs/method.md section 1).
     _C.MODEL.MOTION_RCNN.XYZ_INPUT = True
     # XYZ channels are divided by this (metres); the thesis used none (1.0).
     _C.MODEL.MOTION_RCNN.XYZ_SCALE = 1.0
     # Predict per-RoI 3D motion (rotation, translation, pivot, moving). Off: the model
     # is Mask R-CNN on the two-frame (+XYZ) input with the C6 backbone.
     _C.MODEL.MOTION_RCNN.MOTION_ON = True
-    # Predict the camera's ego-motion from C6 (METHOD.md section 3).
+    # Predict the camera's ego-motion (MODEL.CAMERA_MOTION_HEAD; docs/method.md section 3).
     _C.MODEL.MOTION_RCNN.CAMERA_MOTION_ON = True
     # What supervises motion: "motion" (3D GT), "flow" (GT optical flow) or "both"
-    # (METHOD.md section 6).
+    # (docs/method.md section 6).
     _C.MODEL.MOTION_RCNN.SUPERVISION = "motion"
     # Compose the full-resolution optical flow at inference (needs masks and depth).
     _C.MODEL.MOTION_RCNN.FLOW_OUTPUT = True
@@ -52,7 +52,7 @@ def add_motion_rcnn_config(cfg):
     _C.MODEL.ROI_MOTION_HEAD.CLS_AGNOSTIC = False
     # "euler_sines" (3 sines of Euler angles, R = Rz Rx Ry) or "quaternion".
     _C.MODEL.ROI_MOTION_HEAD.ROTATION_PARAM = "euler_sines"
-    # Std of the normal init of the output layer (small: see METHOD.md section 3).
+    # Std of the normal init of the output layer (small: see docs/method.md section 3).
     _C.MODEL.ROI_MOTION_HEAD.OUTPUT_INIT_STD = 1e-3
     # Network outputs are multiplied by these scales: rotation parameters (sines),
     # translation (m), pivot (m). Dataset statistics: mean |sine| and mean |t|.
@@ -71,15 +71,26 @@ def add_motion_rcnn_config(cfg):
 
     # ------------------------------------------------------ camera motion head
     _C.MODEL.CAMERA_MOTION_HEAD = CN()
-    _C.MODEL.CAMERA_MOTION_HEAD.NAME = "CameraMotionHead"
-    # Backbone feature it reads (C6, stride 64).
-    _C.MODEL.CAMERA_MOTION_HEAD.IN_FEATURE = "res6"
+    # "CorrelationCameraHead" (default: a cost volume of the two frames of the network input,
+    # IN_FEATURE "input") or "CameraMotionHead" (a backbone feature, e.g. "res6"; with NORM ""
+    # and STANDARDIZE_INPUT False the thesis's head, which learned no ego-motion in the CPU
+    # schedule: docs/method.md section 3).
+    _C.MODEL.CAMERA_MOTION_HEAD.NAME = "CorrelationCameraHead"
+    # What the head reads: a backbone feature (C6 = "res6", stride 64) or "input" (the network
+    # input: stacked frames (+ XYZ)).
+    _C.MODEL.CAMERA_MOTION_HEAD.IN_FEATURE = "input"
+    # CorrelationCameraHead: largest displacement of its cost volume, in cells of stride 8.
+    _C.MODEL.CAMERA_MOTION_HEAD.CORRELATION_RADIUS = 3
     # 1x1 conv width, pooled grid (resized to POOL_SIZE x POOL_SIZE), FC layers.
     _C.MODEL.CAMERA_MOTION_HEAD.CONV_DIM = 512
     # Normalisation after the 1x1 conv ("" none, "GN", "BN", ...): without one the conv + ReLU
     # can die during training (constant camera motion for every input).
     _C.MODEL.CAMERA_MOTION_HEAD.NORM = ""
     _C.MODEL.CAMERA_MOTION_HEAD.POOL_SIZE = 7
+    # Standardise the pooled features with running statistics before the FC layers
+    # (modeling/layers.py): keeps the FC ReLUs alive on features that are nearly the same for
+    # every image. False (with NORM "") is the thesis's head.
+    _C.MODEL.CAMERA_MOTION_HEAD.STANDARDIZE_INPUT = True
     _C.MODEL.CAMERA_MOTION_HEAD.NUM_FC = 2
     _C.MODEL.CAMERA_MOTION_HEAD.FC_DIM = 1024
     _C.MODEL.CAMERA_MOTION_HEAD.DROPOUT = 0.0
@@ -89,12 +100,18 @@ def add_motion_rcnn_config(cfg):
     _C.MODEL.CAMERA_MOTION_HEAD.OUTPUT_INIT_STD = 1e-3
     _C.MODEL.CAMERA_MOTION_HEAD.ROTATION_SCALE = 0.01
     _C.MODEL.CAMERA_MOTION_HEAD.TRANSLATION_SCALE = 1.0
+    # Added to the translation output (metres): the data set's mean camera translation, so that
+    # the head predicts the deviation from it in units of TRANSLATION_SCALE (its spread).
+    _C.MODEL.CAMERA_MOTION_HEAD.TRANSLATION_MEAN = [0.0, 0.0, 0.0]
     _C.MODEL.CAMERA_MOTION_HEAD.ROTATION_LOSS_WEIGHT = 1.0
     _C.MODEL.CAMERA_MOTION_HEAD.TRANSLATION_LOSS_WEIGHT = 1.0
     _C.MODEL.CAMERA_MOTION_HEAD.MOVING_LOSS_WEIGHT = 1.0
     # Flow supervision: L1 (px) between camera-only flow and GT flow on pixels
     # outside all GT instances.
     _C.MODEL.CAMERA_MOTION_HEAD.FLOW_LOSS_WEIGHT = 1.0
+    # Multiplies SOLVER.BASE_LR for the camera head's parameters (engine/optimizer.py): its
+    # FC layers get one sample per image, and at the full LR their ReLUs died.
+    _C.MODEL.CAMERA_MOTION_HEAD.LR_FACTOR = 1.0
 
     # ------------------------------------------------------------------ FlowNetS
     _C.MODEL.FLOWNETS = CN()
@@ -140,4 +157,18 @@ def add_motion_rcnn_config(cfg):
     # Ground truth the mapper loads besides frames, depth and K.
     _C.INPUT.LOAD_FLOW = True
     _C.INPUT.LOAD_DEPTH_NEXT = True
+
+    # ------------------------------------------------------------------ solver
+    # "SGD" (Detectron2's, MOMENTUM / NESTEROV) or "ADAMW" (torch.optim.AdamW with BETAS and
+    # decoupled WEIGHT_DECAY); both with Detectron2's parameter groups, clipping and LR schedule.
+    _C.SOLVER.OPTIMIZER = "SGD"
+    _C.SOLVER.BETAS = (0.9, 0.999)
+
+    # ------------------------------------------------------------- diagnostics
+    # Every PERIOD iterations (0 = off) train_net.py records activation and gradient statistics
+    # of every conv / FC layer under these modules of the model (engine/head_stats.py) into
+    # metrics.json and TensorBoard: share of active units, dead units, spread over the batch.
+    _C.DIAGNOSTICS = CN()
+    _C.DIAGNOSTICS.PERIOD = 0
+    _C.DIAGNOSTICS.MODULES = ["camera_head"]
     return cfg

@@ -1,4 +1,4 @@
-"""Small Motion R-CNN configs and hand-built model inputs (CONTRACTS.md "Model input") for tests."""
+"""Small Motion R-CNN configs and hand-built model inputs (docs/method.md section 10) for tests."""
 import os
 
 import torch
@@ -42,7 +42,7 @@ def tiny_cfg(variant="fpn", **motion_rcnn):
     cfg.MODEL.ROI_MASK_HEAD.NUM_CONV = 1
     cfg.MODEL.ROI_MOTION_HEAD.FC_DIM = 64
     cfg.MODEL.ROI_MOTION_HEAD.FLOW_GRID_SIZE = 7
-    cfg.MODEL.CAMERA_MOTION_HEAD.CONV_DIM = 16
+    cfg.MODEL.CAMERA_MOTION_HEAD.CONV_DIM = 32
     cfg.MODEL.CAMERA_MOTION_HEAD.FC_DIM = 64
     for key, value in motion_rcnn.items():
         setattr(cfg.MODEL.MOTION_RCNN, key.upper(), value)

@@ -99,3 +99,31 @@ def test_split_sizes():
     assert split_pairs(pairs, None, 3) == pairs
     with pytest.raises(ValueError, match="Cannot split 10 pairs with 10"):
         split_pairs(pairs, "train", 10)
+
+
+def test_synthetic_test_is_a_world_of_its_own(tmp_path, monkeypatch):
+    """synthetic_test: every pair of another world (own folder and seed), none of synthetic's."""
+    from motion_rcnn_d2.data.datasets.builtin import SYNTHETIC_WORLDS
+
+    world = dict(SYNTHETIC_WORLDS["synthetic_test"], sequences=2, frames=3, width=32, height=16)
+    monkeypatch.setitem(SYNTHETIC_WORLDS, "synthetic_test", world)
+    monkeypatch.setenv("MOTION_RCNN_DATASETS", str(tmp_path))
+    test = DatasetCatalog.get("synthetic_test")
+    assert len(test) == 4  # 2 sequences x 2 pairs, no split
+    assert all(d["file_name"].startswith(str(tmp_path / "synthetic_test")) for d in test)
+    assert world["seed"] != synthetic.SYNTHETIC_WORLD["seed"]
+
+
+def test_register_from_arguments(world, fresh_name):
+    from motion_rcnn_d2.data import register_from_arguments
+
+    name = fresh_name("cli_world")
+    register_from_arguments([f"{name}={world}"])
+    register_from_arguments([f"{name}={world}"])  # the same again (another launch worker): kept
+    assert len(DatasetCatalog.get(name)) == 8  # all pairs
+    with pytest.raises(ValueError, match="already registered"):
+        register_from_arguments([f"{name}={os.path.dirname(world)}"])
+    with pytest.raises(ValueError, match="expected NAME=ROOT"):
+        register_from_arguments([world])
+    with pytest.raises(FileNotFoundError, match="no folder"):
+        register_from_arguments([f"{fresh_name('nowhere')}={world}_missing"])

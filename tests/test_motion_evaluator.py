@@ -1,4 +1,4 @@
-"""MotionEvaluator against hand-computed cases (METHOD.md section 8)."""
+"""MotionEvaluator against hand-computed cases (docs/method.md section 8)."""
 import json
 import math
 import os

@@ -36,6 +36,11 @@ def cfg():
     cfg.INPUT.MIN_SIZE_TEST = 32  # a real resize: 128x48 -> 85x32
     cfg.INPUT.MAX_SIZE_TEST = 512
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0  # random weights: keep detections
+    # the C6 camera head: untrained, it predicts ~identity, so the flow hardly depends on the
+    # depth, which the model resizes to the input and back (nearest) before composing
+    cfg.MODEL.CAMERA_MOTION_HEAD.NAME = "CameraMotionHead"
+    cfg.MODEL.CAMERA_MOTION_HEAD.IN_FEATURE = "res6"
+    cfg.MODEL.CAMERA_MOTION_HEAD.TRANSLATION_MEAN = [0.0, 0.0, 0.0]
     return cfg
 
 

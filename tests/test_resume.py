@@ -89,13 +89,15 @@ def test_resumed_run_ends_with_the_uninterrupted_state(runs):
     for key in a["model"]:
         torch.testing.assert_close(b["model"][key], a["model"][key], rtol=1e-5, atol=1e-7,
                                    msg=key)
-    # optimizer: momentum buffers and the learning rate of every parameter group
+    # optimizer (AdamW in the quick schedule): every state tensor (moments, step) and the
+    # learning rate of every parameter group
     opt_a, opt_b = a["trainer"]["optimizer"], b["trainer"]["optimizer"]
     assert [g["lr"] for g in opt_a["param_groups"]] == [g["lr"] for g in opt_b["param_groups"]]
     assert opt_a["state"].keys() == opt_b["state"].keys() and opt_a["state"]
     for key, state in opt_a["state"].items():
-        torch.testing.assert_close(opt_b["state"][key]["momentum_buffer"],
-                                   state["momentum_buffer"], rtol=1e-5, atol=1e-7)
+        assert state.keys() == opt_b["state"][key].keys() and {"exp_avg", "step"} <= set(state)
+        for name, value in state.items():
+            torch.testing.assert_close(opt_b["state"][key][name], value, rtol=1e-5, atol=1e-7)
     assert a["trainer"]["hooks"] == b["trainer"]["hooks"]  # LR scheduler state
     assert a["train_loader"] == b["train_loader"] == {"seed": 0, "batches": MAX_ITER}
     # the last logged learning rate (warm-up ends at iteration 4) is the same

@@ -2,7 +2,7 @@
 Virtual KITTI 2 layout, and determinism.
 
 The flow checks recompute everything from the WRITTEN files with code independent of the
-generator's: motions from extrinsic.txt / pose.txt camera columns (METHOD.md section 5, second
+generator's: motions from extrinsic.txt / pose.txt camera columns (docs/method.md section 5, second
 bullet, written out here), masks from the instance PNG, flow with geometry.compose_flow
 (one-hot masks; the generator uses compose_flow_indexed).
 """
@@ -93,7 +93,7 @@ def _read_text_ground_truth(root):
 
 
 def _motions_from_text(text, frame, track_ids):
-    """METHOD.md section 5: R_cam = R_e1 R_e0^T, t_cam = t_e1 - R_cam t_e0; per object
+    """docs/method.md section 5: R_cam = R_e1 R_e0^T, t_cam = t_e1 - R_cam t_e0; per object
     R_k = R_cam^T Rc1 Rc0^T, p_k = c0, t_k = R_cam^T (c1 - t_cam) - c0."""
     _, extrinsics, poses = text
     e0, e1 = extrinsics[frame], extrinsics[frame + 1]

@@ -60,3 +60,15 @@ def test_eval_only_reloads_the_final_weights(trained):
                      str(tmp_path / "out" / "model_final.pth"))
     assert "Evaluation results for bbox" in log
     assert "AEE" in log
+
+
+def test_eval_only_on_a_data_set_registered_on_the_command_line(trained):
+    """--register NAME=ROOT makes any world in the Virtual KITTI 2 layout an evaluation set."""
+    tmp_path, _ = trained
+    root = tmp_path / "datasets" / "synthetic_tiny"  # 2 sequences x 5 pairs, all of them
+    _train_net(tmp_path, "--eval-only", "--register", f"other_world={root}",
+               "MODEL.WEIGHTS", str(tmp_path / "out" / "model_final.pth"),
+               "DATASETS.TEST", "('other_world',)")
+    metrics = json.loads((tmp_path / "out" / "inference" / "other_world" / "motion_metrics.json")
+                         .read_text())
+    assert metrics["motion"]["num_images"] == 10

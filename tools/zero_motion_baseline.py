@@ -1,11 +1,13 @@
 #!/usr/bin/env python
-"""The zero-motion baseline (METHOD.md section 8's "GT mean" row) on a data set.
+"""The zero-motion baseline (docs/method.md section 8's "GT mean" row) on a data set.
 
 Every GT object is "detected" perfectly (its GT box and class) with identity motion, the
 camera with identity motion, and the flow is zero; MotionEvaluator scores that exactly like
 a model. A model has learned motion where its E_t, E_t^cam and AEE are below these.
 
     python tools/zero_motion_baseline.py --config-file CFG [--dataset synthetic_val]
+    python tools/zero_motion_baseline.py --config-file CFG --register my_world=datasets/my_world \
+        --dataset my_world
 """
 import argparse
 import os
@@ -21,7 +23,7 @@ from detectron2.structures import Boxes, Instances  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from motion_rcnn_d2 import MotionDatasetMapper, MotionEvaluator, add_motion_rcnn_config  # noqa: E402
-from motion_rcnn_d2.data import prepare_datasets  # noqa: E402
+from motion_rcnn_d2.data import prepare_datasets, register_from_arguments  # noqa: E402
 
 
 def zero_motion_output(inputs):
@@ -53,10 +55,13 @@ def main():
     p.add_argument("--config-file", required=True)
     p.add_argument("--dataset", default=None, help="default: the config's first DATASETS.TEST")
     p.add_argument("--output", default=None, help="folder for motion_metrics.json")
+    p.add_argument("--register", action="append", default=[], metavar="NAME=ROOT",
+                   help="register a data set in the Virtual KITTI 2 layout (as train_net.py)")
     p.add_argument("opts", nargs=argparse.REMAINDER)
     args = p.parse_args()
     setup_logger()
     setup_logger(name="motion_rcnn_d2")
+    register_from_arguments(args.register)
     cfg = get_cfg()
     add_motion_rcnn_config(cfg)
     cfg.merge_from_file(args.config_file)

@@ -1,6 +1,7 @@
 """Data: file formats, the motion data sets (registered on import) and the paired mapper."""
 from . import formats  # noqa: F401
-from .datasets import prepare_datasets, register_motion_dataset
+from .datasets import prepare_datasets, register_from_arguments, register_motion_dataset
 from .mapper import MotionDatasetMapper
 
-__all__ = ["MotionDatasetMapper", "prepare_datasets", "register_motion_dataset"]
+__all__ = ["MotionDatasetMapper", "prepare_datasets", "register_from_arguments",
+           "register_motion_dataset"]

@@ -175,7 +175,7 @@ def _check_size(array, path, expected, reference):
 
 class MotionDatasetMapper:
     """Reads a pair's files, applies one sampled augmentation, returns the model-input dict
-    (keys: CONTRACTS.md "Model input")."""
+    (keys: docs/method.md section 10)."""
 
     @configurable
     def __init__(self, is_train=True, *, augmentations, image_format="BGR", brightness=(1.0, 1.0),

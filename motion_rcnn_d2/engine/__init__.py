@@ -1,4 +1,15 @@
-"""Checkpoint loading (stem inflation) and the frame-pair predictor."""
+"""Training and inference machinery around Detectron2's engine.
+
+- checkpoint: MotionCheckpointer, checkpoint loading with stem inflation (3 -> 6/12 channels);
+- predictor: MotionPredictor, the frame-pair counterpart of DefaultPredictor;
+- launch: multi-process training on GPUs (Detectron2's launch) and on CPUs (gloo), and
+  create_ddp_model for CPU models;
+- resume: ResumableTrainLoader, a training data stream that --resume continues exactly;
+- optimizer: build_motion_optimizer (SGD or AdamW, camera-head LR factor);
+- head_stats: HeadStatsHook, activation and gradient statistics of chosen modules.
+
+The names in __all__ are re-exported here; import anything else from its module.
+"""
 from .checkpoint import MotionCheckpointer
 from .launch import create_ddp_model, launch
 from .predictor import MotionPredictor

@@ -3,7 +3,7 @@
 :class:`MotionCheckpointer` loads everything :class:`DetectionCheckpointer` loads
 (Detectron2 ``.pth``/``.pkl``, MSRA/Caffe2 ``.pkl`` with Detectron2's name conversion)
 plus torchvision ResNet state dicts (``.pth``), and inflates a 3-channel first conv to
-the model's 6- or 12-channel stem (METHOD.md section 2).
+the model's 6- or 12-channel stem (docs/method.md section 2).
 
 Safety: ``.pth`` and ``.pyth`` files are read with ``torch.load(weights_only=True)``, which
 rebuilds tensors and plain containers only and refuses any other object, so a checkpoint

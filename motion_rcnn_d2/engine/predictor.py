@@ -52,7 +52,7 @@ class MotionPredictor(DefaultPredictor):
             intrinsics: 3x3 K of the given frames (pixels).
             depth_next: optional HxW depth of frame t+1.
         Returns:
-            the model's output dict for the pair (ARCHITECTURE.md "Model output").
+            the model's output dict for the pair (docs/method.md section 10).
         """
         if image_next is None:
             raise TypeError(

@@ -1,4 +1,4 @@
-"""`MotionEvaluator`: the motion and flow metrics of METHOD.md section 8 as a Detectron2
+"""`MotionEvaluator`: the motion and flow metrics of docs/method.md section 8 as a Detectron2
 `DatasetEvaluator` (works under distributed evaluation: sums are gathered from all ranks)."""
 import json
 import logging
@@ -65,7 +65,8 @@ class MotionEvaluator(DatasetEvaluator):
             dataset_name: registered data set; its metadata ``thing_classes`` name the classes.
             distributed: gather the sums of all ranks and evaluate on the main process.
             output_dir: folder for motion_metrics.json (None: no file).
-            iou_threshold: minimum box IoU for a detection to match a GT object (METHOD.md: 0.5).
+            iou_threshold: minimum box IoU for a detection to match a GT object
+                (docs/method.md section 8: 0.5).
             moving_threshold: a detection is predicted moving when its moving probability is > this
                 (cfg.MODEL.MOTION_RCNN.MOVING_THRESHOLD).
             score_threshold: detections with a score below this are ignored; 0 keeps every

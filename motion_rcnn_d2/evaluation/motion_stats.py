@@ -1,4 +1,4 @@
-"""Per-pair sums behind the motion metrics of METHOD.md section 8, and their merge and means.
+"""Per-pair sums behind the motion metrics of docs/method.md section 8, and their merge and means.
 
 The evaluator turns one (model input, model output) pair into a small `Counter` of sums keyed
 by ``(group, name)``: group is ``"all"``, a class index (instance metrics, grouped by the class

@@ -1,6 +1,6 @@
 """Pinhole camera: pixel grid, back-projection, projection, and intrinsics under resize / flip.
 
-Conventions (CONTRACTS.md): camera coordinates in metres, x right, y down, z forward.
+Conventions (docs/method.md): camera coordinates in metres, x right, y down, z forward.
 Pixel (u, v) = (column, row) with pixel CENTRES at integer coordinates.
 K = [[fx, s, cx], [0, fy, cy], [0, 0, 1]] in pixels (skew s is 0 for every data set used here,
 but it is carried through correctly).

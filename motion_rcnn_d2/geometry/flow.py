@@ -1,4 +1,4 @@
-"""Optical flow and scene flow from depth, instance masks and rigid motions (METHOD.md section 4).
+"""Optical flow and scene flow from depth, instance masks and rigid motions (docs/method.md section 4).
 
 For a pixel x = (u, v) with depth d:
     P   = d K^-1 [u, v, 1]^T                                         (camera t, metres)

@@ -1,4 +1,4 @@
-"""Optical flow metrics (METHOD.md section 8): average end-point error and Fl-all.
+"""Optical flow metrics (docs/method.md section 8): average end-point error and Fl-all.
 
 Per valid pixel: EPE = ||flow - flow*||_2 (pixels). A pixel is an outlier (KITTI 2015 rule) when
 EPE > 3 px AND EPE > 0.05 ||flow*||_2. Over a set of valid pixels (pooled over all images of a

@@ -1,6 +1,6 @@
 """Rotation matrices from Euler angles, Euler sines and quaternions, and the rotation error.
 
-Convention (METHOD.md section 3): angles alpha, beta, gamma about the camera axes x (right),
+Convention (docs/method.md section 3): angles alpha, beta, gamma about the camera axes x (right),
 y (down), z (forward), in radians, composed as
 
     R = Rz(gamma) @ Rx(alpha) @ Ry(beta),
@@ -246,7 +246,7 @@ def matrix_to_raw_quaternion(rotation):
 
 
 def rotation_angle_deg(rotation1, rotation2):
-    """Angle of the relative rotation R1^T R2 in degrees (the E_R metric, METHOD.md section 8):
+    """Angle of the relative rotation R1^T R2 in degrees (the E_R metric, docs/method.md section 8):
 
         angle = arccos(clip((tr(R1^T R2) - 1) / 2, -1, 1)) * 180 / pi,  tr(R1^T R2) = sum(R1 * R2).
 

@@ -1,26 +1,41 @@
-"""The camera motion head (METHOD.md section 3): the camera's ego-motion from C6.
+"""The camera motion heads (docs/method.md section 3): the camera's ego-motion of each pair.
 
-C6 (stride 64) -> 1x1 conv CONV_DIM (+ NORM) + ReLU -> resized to POOL_SIZE x POOL_SIZE
-(adaptive average pooling; it also enlarges maps smaller than that) -> flatten -> NUM_FC x
-(FC FC_DIM + ReLU, optional dropout) -> linear output: rotation parameters (3 Euler sines or
-4 raw quaternion values), translation t_cam (3) and, with MOVING_ON, moving/still logits o_cam
-(2). Rotation and translation outputs are multiplied by their config scales (zero output =
-identity motion); the output layer starts with a small std. With NORM "" the 1x1 conv + ReLU can
-die as a whole (every output negative for every input: the head then predicts one constant
-motion and gets no gradient to recover); a normalisation (e.g. "GN") keeps about half of its
-outputs active.
+`CameraMotionHead` reads one feature map (the thesis: C6, stride 64):
+C -> 1x1 conv CONV_DIM (+ NORM) + ReLU -> resized to POOL_SIZE x POOL_SIZE (adaptive average
+pooling; it also enlarges maps smaller than that) -> flatten -> with STANDARDIZE_INPUT, each
+feature standardised by running statistics (modeling/layers.py) -> NUM_FC x (FC FC_DIM + ReLU,
+optional dropout) -> linear output: rotation parameters (3 Euler sines or 4 raw quaternion
+values), translation (3) and, with MOVING_ON, moving/still logits o_cam (2). Outputs are
+de-normalised by dataset statistics:
 
-Loss (METHOD.md section 6): L_cam = (l_R + l_t) o*_cam + l_ocam, terms as in
-roi_heads/motion_losses.py, averaged over the images of the batch. Without MOVING_ON there is no
-l_ocam and o*_cam is taken as 1 (the motion is always supervised, since it is never gated).
+    rotation params = ROTATION_SCALE * r,   t_cam = TRANSLATION_MEAN + TRANSLATION_SCALE * t  (m)
+
+so a zero output is the identity rotation and the mean translation; the output layer starts
+with a small std. `CorrelationCameraHead` (the default) puts a cost volume of the two frames in
+front of those layers.
+
+Why (measured on the synthetic world; docs/method.md section 3 has the figures): the thesis's
+head (NORM "", no standardisation) on C6 predicted one camera motion for every pair. The pooled
+C6 features are nearly the same for every image, so each FC ReLU unit was on for all images or
+for none, and at the full LR the first FC layer's units died (99 % after 200 iterations);
+standardised inputs and MODEL.CAMERA_MOTION_HEAD.LR_FACTOR keep them alive. Even then C6 of the
+trained main job held no ego-motion that carried over to unseen sequences, hence the
+correlation head.
+
+Loss (docs/method.md section 6): L_cam = (l_R + l_t) o*_cam + l_ocam, terms as in
+roi_heads/motion_losses.py (differences divided by the scales), averaged over the images of the
+batch. Without MOVING_ON there is no l_ocam and o*_cam is taken as 1 (the motion is always
+supervised, since it is never gated).
 """
 import fvcore.nn.weight_init as weight_init
+import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.utils.registry import Registry
 from torch import nn
 
+from .layers import RunningStandardize
 from .roi_heads.motion_losses import (
     ROTATION_PARAM_DIMS,
     check_rotation_param,
@@ -43,21 +58,25 @@ class CameraMotionHead(nn.Module):
 
     @configurable
     def __init__(self, input_shape: ShapeSpec, *, conv_dim: int = 512, norm: str = "",
-                 pool_size: int = 7, num_fc: int = 2, fc_dim: int = 1024, dropout: float = 0.0,
+                 pool_size: int = 7, standardize_input: bool = True, num_fc: int = 2,
+                 fc_dim: int = 1024, dropout: float = 0.0,
                  moving_on: bool = True, rotation_param: str = "euler_sines",
                  output_init_std: float = 1e-3, rotation_scale: float = 0.01,
-                 translation_scale: float = 1.0, loss_weights=None):
+                 translation_scale: float = 1.0, translation_mean=(0.0, 0.0, 0.0),
+                 loss_weights=None):
         """
         Args:
             input_shape: the input feature map (channels used).
             conv_dim: channels of the 1x1 conv; norm: its normalisation (Detectron2's
                 `get_norm` names: "", "GN", "BN", ...); pool_size: side of the resized map.
+            standardize_input: standardise the flattened features with running statistics.
             num_fc, fc_dim, dropout: hidden FC layers, their width and dropout probability.
             moving_on: also predict moving/still logits.
             rotation_param: "euler_sines" or "quaternion".
             output_init_std: std of the normal init of the output layer.
             rotation_scale, translation_scale: output multipliers (unitless, metres), also the
                 loss normalisation.
+            translation_mean: (3,) metres added to the translation output (dataset mean).
             loss_weights: {"rot", "trans", "moving"} -> weight (default 1 each).
         """
         super().__init__()
@@ -66,6 +85,11 @@ class CameraMotionHead(nn.Module):
         self.rotation_param = rotation_param
         self.rotation_scale = rotation_scale
         self.translation_scale = translation_scale
+        if len(translation_mean) != 3:
+            raise ValueError("MODEL.CAMERA_MOTION_HEAD.TRANSLATION_MEAN must be 3 numbers (metres), "
+                             f"got {list(translation_mean)}")
+        self.register_buffer("translation_mean",
+                             torch.tensor([float(v) for v in translation_mean]), persistent=False)
         self.loss_weights = {"rot": 1.0, "trans": 1.0, "moving": 1.0}
         self.loss_weights.update(loss_weights or {})
 
@@ -77,6 +101,7 @@ class CameraMotionHead(nn.Module):
         weight_init.c2_msra_fill(self.conv)
         self.pool = nn.AdaptiveAvgPool2d(pool_size)
         layers, in_dim = [], conv_dim * pool_size * pool_size
+        self.standardize = RunningStandardize(in_dim) if standardize_input else nn.Identity()
         for _ in range(num_fc):
             fc = nn.Linear(in_dim, fc_dim)
             weight_init.c2_xavier_fill(fc)
@@ -98,6 +123,7 @@ class CameraMotionHead(nn.Module):
             "conv_dim": head.CONV_DIM,
             "norm": head.NORM,
             "pool_size": head.POOL_SIZE,
+            "standardize_input": head.STANDARDIZE_INPUT,
             "num_fc": head.NUM_FC,
             "fc_dim": head.FC_DIM,
             "dropout": head.DROPOUT,
@@ -106,6 +132,7 @@ class CameraMotionHead(nn.Module):
             "output_init_std": head.OUTPUT_INIT_STD,
             "rotation_scale": head.ROTATION_SCALE,
             "translation_scale": head.TRANSLATION_SCALE,
+            "translation_mean": tuple(head.TRANSLATION_MEAN),
             "loss_weights": {
                 "rot": head.ROTATION_LOSS_WEIGHT,
                 "trans": head.TRANSLATION_LOSS_WEIGHT,
@@ -123,7 +150,7 @@ class CameraMotionHead(nn.Module):
             "moving_probs" (B,) (ones without MOVING_ON).
         """
         x = self.pool(F.relu(self.conv(x)))
-        out = self.predictor(self.fcs(x.flatten(start_dim=1)))
+        out = self.predictor(self.fcs(self.standardize(x.flatten(start_dim=1))))
         parts = out.split(self._dims, dim=1)
         rotation = parts[0] * self.rotation_scale
         moving_logits = parts[2] if self.moving_on else None
@@ -132,7 +159,7 @@ class CameraMotionHead(nn.Module):
         return {
             "rotation_params": rotation,
             "rotations": rotation_from_params(rotation, self.rotation_param),
-            "translations": parts[1] * self.translation_scale,
+            "translations": self.translation_mean + parts[1] * self.translation_scale,
             "moving_logits": moving_logits,
             "moving_probs": moving_probs,
         }
@@ -167,3 +194,75 @@ class CameraMotionHead(nn.Module):
 def build_camera_motion_head(cfg, input_shape):
     """Build the camera head named by cfg.MODEL.CAMERA_MOTION_HEAD.NAME."""
     return CAMERA_MOTION_HEAD_REGISTRY.get(cfg.MODEL.CAMERA_MOTION_HEAD.NAME)(cfg, input_shape)
+
+
+def correlation(features_t, features_t1, radius):
+    """Cost volume of two feature maps (FlowNetC's correlation, stride 1, patch 1):
+
+        C[k](x) = mean_c f_t(x)_c * f_t+1(x + d_k)_c,   d_k in {-r..r}^2 (row-major, dy first),
+
+    zero where x + d_k falls outside the map. (B, C, h, w) x 2 -> (B, (2r+1)^2, h, w).
+    """
+    height = features_t.shape[2]
+    size = 2 * radius + 1
+    padded = F.pad(features_t1, (radius,) * 4)
+    rows = []  # per vertical displacement, all horizontal ones at once (a view, no copy)
+    for dy in range(size):
+        windows = padded[:, :, dy:dy + height].unfold(3, size, 1)  # (B, C, h, w, size)
+        rows.append((features_t[..., None] * windows).mean(dim=1))  # (B, h, w, size)
+    return torch.stack(rows, dim=1).permute(0, 1, 4, 2, 3).flatten(1, 2)
+
+
+@CAMERA_MOTION_HEAD_REGISTRY.register()
+class CorrelationCameraHead(CameraMotionHead):
+    """Camera motion from a correlation of the two frames (IN_FEATURE "input": the network input).
+
+    Each frame goes through the same small encoder (3 convs of 16, 32, 32 channels, stride 8,
+    leaky ReLU 0.1); their correlation over displacements up to CORRELATION_RADIUS cells
+    (+-24 px at radius 3) and, with the 12-channel input, XYZ_t and 10 (XYZ_t+1 - XYZ_t)
+    average-pooled to stride 8 are encoded by two stride-2 convs (stride 32), and
+    `CameraMotionHead`'s layers (1x1 conv, pooling, standardisation, FCs, outputs, losses) turn
+    that map into the camera motion.
+
+    Why: the image motion of the static scene and its depth determine the camera motion; the
+    cost volume states the image motion, and the change of XYZ at a pixel is, on a static
+    surface facing the camera, the camera's translation itself. The C6 features of the shared
+    backbone, trained mostly by the detection losses, held no ego-motion that carried over to
+    unseen sequences in a CPU-sized schedule (docs/method.md section 3).
+    """
+
+    @configurable
+    def __init__(self, input_shape: ShapeSpec, *, correlation_radius: int = 3, **kwargs):
+        if input_shape.channels < 6 or input_shape.stride != 1:
+            raise ValueError("CorrelationCameraHead reads the two frames of the network input: "
+                             "set MODEL.CAMERA_MOTION_HEAD.IN_FEATURE 'input'")
+        encoded = 128
+        super().__init__(ShapeSpec(channels=encoded), **kwargs)
+        self.radius = correlation_radius
+        self.with_xyz = input_shape.channels >= 9
+
+        def conv(cin, cout, kernel):
+            layer = nn.Conv2d(cin, cout, kernel, stride=2, padding=kernel // 2)
+            nn.init.kaiming_normal_(layer.weight, a=0.1, nonlinearity="leaky_relu")
+            nn.init.zeros_(layer.bias)
+            return [layer, nn.LeakyReLU(0.1, inplace=True)]
+
+        self.frame_encoder = nn.Sequential(*conv(3, 16, 5), *conv(16, 32, 3), *conv(32, 32, 3))
+        cost = (2 * correlation_radius + 1) ** 2 + (6 if self.with_xyz else 0)
+        self.cost_encoder = nn.Sequential(*conv(cost, encoded, 3), *conv(encoded, encoded, 3))
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        args = super().from_config(cfg, input_shape)
+        args["correlation_radius"] = cfg.MODEL.CAMERA_MOTION_HEAD.CORRELATION_RADIUS
+        return args
+
+    def forward(self, x):
+        """x: (B, 6 or 12, H, W) the normalised network input -> as `CameraMotionHead`."""
+        features_t = self.frame_encoder(x[:, 0:3])
+        features_t1 = self.frame_encoder(x[:, 3:6])
+        cost = [correlation(features_t, features_t1, self.radius)]
+        if self.with_xyz:  # XYZ_t and XYZ_t+1 - XYZ_t (x 10: the change is ~1 % of XYZ)
+            xyz = torch.cat([x[:, 6:9], 10.0 * (x[:, 9:12] - x[:, 6:9])], dim=1)
+            cost.append(F.adaptive_avg_pool2d(xyz, features_t.shape[-2:]))
+        return super().forward(self.cost_encoder(torch.cat(cost, dim=1)))

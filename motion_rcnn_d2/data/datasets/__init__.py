@@ -2,6 +2,7 @@
 from .builtin import (
     datasets_root,
     prepare_datasets,
+    register_from_arguments,
     register_all_motion_datasets,
     register_motion_dataset,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "load_vkitti2",
     "load_vkitti2_sequence",
     "prepare_datasets",
+    "register_from_arguments",
     "register_all_motion_datasets",
     "register_motion_dataset",
 ]

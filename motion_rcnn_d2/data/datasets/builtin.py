@@ -9,13 +9,16 @@ name                                       folder under the root  content
 vkitti2_clone_train / vkitti2_clone_val    ``vkitti2/``           Virtual KITTI 2, clone, 5 scenes
 vkitti1_clone_train / vkitti1_clone_val    ``vkitti1/``           Virtual KITTI 1.3.1, clone
 synthetic_train / synthetic_val            ``synthetic/``         the synthetic world (generated on first use)
+synthetic_test                             ``synthetic_test/``    held-out world: unseen sequences, own seed
 synthetic_tiny_train / synthetic_tiny_val  ``synthetic_tiny/``    a tiny synthetic world (quick schedules)
 kitti2015_train                            ``kitti2015/``         KITTI 2015 scene flow training
 =========================================  =====================  ============================================
 
-Split (the thesis, METHOD.md section 7): all consecutive pairs, shuffled with
+Split (the thesis, docs/method.md section 7): all consecutive pairs, shuffled with
 random.Random(0); the first 100 are validation, the rest training. The synthetic world (a few
-hundred pairs) uses the first 20 % for validation instead. KITTI 2015 is one set of 200 pairs.
+hundred pairs) uses the first 20 % for validation instead; since neighbouring frames of the same
+sequences then sit on both sides of that split, ``synthetic_test`` (sequences generated with
+another seed, never trained on) measures generalisation. KITTI 2015 is one set of 200 pairs.
 
 Classes are Car and Van (``thing_classes``); ``evaluator_type`` is "motion". Registering reads
 nothing from disk; the catalog function builds the list when first called.
@@ -31,7 +34,7 @@ from .vkitti1 import load_vkitti1
 from .vkitti2 import load_vkitti2
 
 __all__ = ["register_motion_dataset", "register_all_motion_datasets", "datasets_root",
-           "prepare_datasets",
+           "prepare_datasets", "register_from_arguments",
            "DEFAULT_CLASSES", "THESIS_NUM_VAL", "SYNTHETIC_VAL_FRACTION"]
 
 DATASETS_ENV = "MOTION_RCNN_DATASETS"
@@ -90,7 +93,7 @@ def _builtin_loader(name, kind, split):
         elif kind in SYNTHETIC_WORLDS:
             dicts = load_synthetic(root, DEFAULT_CLASSES, DEFAULT_MIN_VISIBLE_PIXELS, name,
                                    **SYNTHETIC_WORLDS[kind])
-            return split_pairs(dicts, split, SYNTHETIC_VAL_FRACTION)
+            return split_pairs(dicts, split, SYNTHETIC_VAL_FRACTION) if split else dicts
         else:
             return load_kitti2015(root, DEFAULT_CLASSES, name)
         return split_pairs(dicts, split, THESIS_NUM_VAL)
@@ -98,10 +101,12 @@ def _builtin_loader(name, kind, split):
     return load
 
 
-# Synthetic worlds by folder: the default one, and a tiny one (2 sequences x 6 frames at
-# 256x80, seconds to generate) for quick schedules and tests.
+# Synthetic worlds by folder: the default one, a held-out test world (16 unseen sequences x 6
+# frames = 80 pairs, its own seed) and a tiny one (2 sequences x 6 frames at 256x80, seconds to
+# generate) for quick schedules and tests.
 SYNTHETIC_WORLDS = {
     "synthetic": {},
+    "synthetic_test": {"sequences": 16, "frames": 6, "seed": 1000},
     "synthetic_tiny": {"sequences": 2, "frames": 6, "width": 256, "height": 80},
 }
 
@@ -112,6 +117,7 @@ _BUILTIN = {
     "vkitti1_clone_val": ("vkitti1", "val"),
     "synthetic_train": ("synthetic", "train"),
     "synthetic_val": ("synthetic", "val"),
+    "synthetic_test": ("synthetic_test", None),
     "synthetic_tiny_train": ("synthetic_tiny", "train"),
     "synthetic_tiny_val": ("synthetic_tiny", "val"),
     "kitti2015_train": ("kitti2015", None),
@@ -141,3 +147,26 @@ def prepare_datasets(names):
             ensure_synthetic_world(os.path.join(datasets_root(), folder),
                                    **SYNTHETIC_WORLDS[folder])
     comm.synchronize()
+
+
+def register_from_arguments(specs):
+    """Register data sets given as ``NAME=ROOT`` strings (``train_net.py --register``).
+
+    Each ROOT is a folder in the Virtual KITTI 2 layout (e.g. a world written by
+    ``tools/generate_synthetic.py``), registered whole (all pairs) under NAME with
+    :func:`register_motion_dataset`. A name registered already (e.g. by an earlier call in the
+    same process) is left as it is when it points to the same ROOT.
+    """
+    for spec in specs or ():
+        name, sep, root = spec.partition("=")
+        if not sep or not name or not root:
+            raise ValueError(f"--register {spec!r}: expected NAME=ROOT, e.g. "
+                             "--register my_world=datasets/my_world")
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"--register {spec!r}: no folder '{root}' (a data set in "
+                                    "the Virtual KITTI 2 layout, e.g. from "
+                                    "tools/generate_synthetic.py)")
+        if name in DatasetCatalog.list() and MetadataCatalog.get(name).get(
+                "dataset_root", None) == root:
+            continue
+        register_motion_dataset(name, root)

@@ -1,7 +1,7 @@
 """Shared pieces of the motion data set loaders: text tables, ground-truth motion from poses,
 mask annotations, the train/val split.
 
-Ground truth follows METHOD.md section 5. With world-to-camera extrinsics E_t = [R_e,t | t_e,t]:
+Ground truth follows docs/method.md section 5. With world-to-camera extrinsics E_t = [R_e,t | t_e,t]:
 
     camera motion   R_cam = R_e,t+1 R_e,t^T,    t_cam = t_e,t+1 - R_cam t_e,t
 

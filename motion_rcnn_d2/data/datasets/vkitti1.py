@@ -1,4 +1,4 @@
-"""Virtual KITTI 1.3.1 as frame-pair dataset dicts (the thesis data set, METHOD.md section 7).
+"""Virtual KITTI 1.3.1 as frame-pair dataset dicts (the thesis data set, docs/method.md section 7).
 
 Layout under ``root``::
 

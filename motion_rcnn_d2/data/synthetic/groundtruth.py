@@ -2,10 +2,10 @@
 
 1. Depth is quantised first, exactly as the depth PNG stores it (uint16 centimetres,
    d_q = round(100 d) / 100), so that the flow is exact for the WRITTEN depth.
-2. Camera and object motions come from the poses (METHOD.md section 5, see motion.py); a
+2. Camera and object motions come from the poses (docs/method.md section 5, see motion.py); a
    still object gets R = I, t = 0 exactly and keeps its pivot.
 3. flow = geometry.compose_flow_indexed(d_q, K, instance index, motions, camera motion)
-   (METHOD.md section 4), in float64.
+   (docs/method.md section 4), in float64.
 4. Validity from the t+1 scene: the moved point P'' must project inside the image
    (0 <= u'' <= W - 1, 0 <= v'' <= H - 1) and be what camera t+1 sees there. The ray through
    (u'', v'') is cast exactly in the t+1 scene; it must hit the same surface (ground, far

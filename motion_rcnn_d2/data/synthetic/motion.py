@@ -1,6 +1,6 @@
-"""Ground-truth rigid motions from poses (METHOD.md section 5), numpy float64.
+"""Ground-truth rigid motions from poses (docs/method.md section 5), numpy float64.
 
-Conventions (CONTRACTS.md): object k moves a point of camera t as
+Conventions (docs/method.md): object k moves a point of camera t as
 P' = R_k (P - p_k) + p_k + t_k; the camera then maps it into camera t+1 as
 P'' = R_cam P' + t_cam.
 

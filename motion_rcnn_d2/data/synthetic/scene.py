@@ -5,7 +5,8 @@ ground is the plane y = camera_height, the far background the vertical plane z =
 Camera t has the camera-to-world rotation R_wc = Ry(yaw_t) Rx(pitch_t) and centre c_t; its
 extrinsic (world -> camera, as in Virtual KITTI 2's extrinsic.txt) is E_t = [R_e | t_e] with
 R_e = R_wc^T and t_e = -R_e c_t. The camera drives forward along its heading
-(sin yaw, 0, cos yaw), 0.5..1.2 m per frame, with small yaw and pitch changes.
+(sin yaw, 0, cos yaw), 0.4..1.4 m per frame (accelerating and braking), with small yaw and pitch
+changes.
 
 Objects are boxes of (length, height, width) standing on the ground. Object coordinates
 (KITTI convention): origin at the bottom centre, x along the length (the heading), y down,
@@ -159,8 +160,11 @@ def intrinsics_for_size(width, height):
 
 
 def _sample_camera(rng, num_frames):
-    """Camera centres (T, 3) and extrinsics (T, 4, 4): forward speed 0.5..1.2 m/frame, yaw
-    random walk (|yaw| <= 0.08 rad), pitch a slow oscillation of <= 0.03 rad in total."""
+    """Camera centres (T, 3) and extrinsics (T, 4, 4): forward speed starting at 0.5..1.2
+    m/frame, then accelerating and braking (a random walk, N(0, 0.08) m/frame per frame, kept in
+    0.4..1.4), yaw random walk (|yaw| <= 0.08 rad), pitch a slow oscillation of <= 0.03 rad in
+    total. The speed varies within a sequence as much as between sequences, so that a model
+    cannot tell the camera motion from which sequence (scene appearance) a pair comes from."""
     speed = rng.uniform(0.5, 1.2)
     yaw_rate = rng.uniform(-0.008, 0.008)
     yaw = np.empty(num_frames)
@@ -171,7 +175,7 @@ def _sample_camera(rng, num_frames):
     frames = np.arange(num_frames)
     pitch = rng.uniform(-0.015, 0.015) + rng.uniform(0.0, 0.012) * np.sin(
         2.0 * np.pi * frames / period + phase)
-    steps = np.clip(speed + rng.normal(0.0, 0.03, size=num_frames), 0.5, 1.2)
+    steps = np.clip(speed + np.cumsum(rng.normal(0.0, 0.08, size=num_frames)), 0.4, 1.4)
     centres = np.zeros((num_frames, 3))
     for t in range(1, num_frames):
         heading = np.array([np.sin(yaw[t - 1]), 0.0, np.cos(yaw[t - 1])])

@@ -1,4 +1,4 @@
-"""FPN on ResNet + C6 whose top level P6 comes from C6 (METHOD.md section 2).
+"""FPN on ResNet + C6 whose top level P6 comes from C6 (docs/method.md section 2).
 
 Detectron2's FPN builds P2..P5 from C2..C5 (``MODEL.FPN.IN_FEATURES``); its top block,
 usually a 2x subsampling of P5, is replaced by P6 = 1x1 conv (FPN.OUT_CHANNELS) of C6.

@@ -1,6 +1,6 @@
 """ResNet with the extra stride-64 stage C6 ("res6") and a multi-frame stem.
 
-METHOD.md section 2 and the seed's ResNet table: Detectron2's ResNet (depth 18, 34,
+docs/method.md section 2 and the thesis's ResNet table: Detectron2's ResNet (depth 18, 34,
 50, 101 or 152) followed by one more stage C6 of the same block type and width as
 C5 (R50/R101: bottleneck blocks with 512 bottleneck and 2048 output channels; R18/R34:
 basic blocks with 512 channels), whose first block has stride 2, so C6 has stride 64

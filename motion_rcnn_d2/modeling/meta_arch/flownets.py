@@ -1,11 +1,11 @@
-"""FlowNetS (Dosovitskiy et al. 2015) as a Detectron2 meta-architecture (METHOD.md section 9).
+"""FlowNetS (Dosovitskiy et al. 2015) as a Detectron2 meta-architecture (docs/method.md section 9).
 
 Network (seed table "FlowNetS"; leaky ReLU after every conv and deconv, none after the flow
 predictions):
     input: (I_t - mean)/std and (I_t+1 - mean)/std stacked, 6 x H x W, H and W padded to 64
     encoder: conv1 7x7/2 64, conv2 5x5/2 128, conv3 5x5/2 256, conv3_1 3x3 256,
              conv4 3x3/2 512, conv4_1 3x3 512, conv5 3x3/2 512, conv5_1 3x3 512,
-             conv6 3x3/2 1024 (the seed's table has no conv6_1, so neither has this model)
+             conv6 3x3/2 1024 (the thesis's table has no conv6_1, so neither has this model)
     refinement (FlowNet's): flow6 = conv3x3(conv6 -> 2); then for l = 5, 4, 3, 2:
              concat_l = [conv_l skip, deconv_l(concat_l+1) (5x5/2, 512/256/128/64 channels),
                          upflow_l(flow_l+1) (4x4/2 transposed conv, 2 -> 2)]
@@ -220,7 +220,7 @@ class FlowNetS(nn.Module):
     def forward(self, batched_inputs):
         """
         Args:
-            batched_inputs: list of model-input dicts (CONTRACTS.md).
+            batched_inputs: list of model-input dicts (docs/method.md section 10).
         Returns:
             training: dict of losses; inference: list of {"flow": (2, height, width)}.
         """

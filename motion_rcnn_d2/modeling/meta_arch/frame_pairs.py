@@ -1,8 +1,20 @@
-"""Batching and post-processing shared by the two-frame baselines (FlowNetS, SfM-Net).
+"""Input checks, batching and output resizing shared by the frame-pair meta-architectures.
 
-Model-input dicts (CONTRACTS.md) carry `image` and `image_next` (uint8 3xHxW), optionally
-`depth` (1xHxW metres), `intrinsics` (3x3), `flow` (2xHxW px) and `flow_valid` (HxW bool), all
-for the (possibly resized) network input, and `height` / `width`, the original image size.
+Used by MotionRCNN, FlowNetS and SfM-Net:
+
+- `require_key`: a clear ValueError when a model-input dict lacks a key (with a hint to
+  MotionPredictor when `image_next` is missing, i.e. a single image was passed);
+- `batch_tensors`: pad (C, H_i, W_i) tensors into one ImageList;
+- `batch_frames`: both frames of each pair, normalised and stacked (6 channels), plus the raw
+  frames in [0, 1] (for photometric losses);
+- `batch_flow_targets`: GT flow and its validity, padded like the frames (padding invalid);
+- `output_size`, `resize_flow`, `resize_map`: crop padded maps and resize them to the original
+  image size (flow vectors scaled with the resize; depth and masks keep their units).
+
+Model-input dicts (docs/method.md section 10) carry `image` and `image_next` (uint8 3xHxW),
+optionally `depth` (1xHxW metres), `intrinsics` (3x3), `flow` (2xHxW px) and `flow_valid` (HxW
+bool), all for the (possibly resized) network input, and `height` / `width`, the original
+image size.
 """
 import torch
 import torch.nn.functional as F

@@ -1,15 +1,15 @@
 """Motion R-CNN: Mask R-CNN on a frame pair (+ XYZ) with camera and per-instance 3D motion.
 
-Input (one dict per pair, CONTRACTS.md "Model input"): image, image_next (3xHxW uint8),
+Input (one dict per pair, docs/method.md section 10): image, image_next (3xHxW uint8),
 depth (1xHxW metres), depth_next (optional), intrinsics (3x3, resized image), height/width
 (original size), and in training instances (gt_* incl. motions), camera_motion, flow/flow_valid.
 
-Network input (METHOD.md section 1): frame t and frame t+1, each normalised with PIXEL_MEAN /
+Network input (docs/method.md section 1): frame t and frame t+1, each normalised with PIXEL_MEAN /
 PIXEL_STD, plus with XYZ_INPUT the point clouds XYZ_t = backproject(depth, K) and
 XYZ_t+1 = backproject(depth_next or depth, K), divided by XYZ_SCALE, 0 where depth is invalid:
 6 or 12 channels, padded to the backbone's size divisibility.
 
-Output (CONTRACTS.md "Model output"): "instances" at the original size with pred_boxes, scores,
+Output (docs/method.md section 10): "instances" at the original size with pred_boxes, scores,
 pred_classes, pred_masks and, with the motion head, pred_rotations, pred_translations,
 pred_pivots, pred_moving_scores; "camera_motion" {"rotation", "translation", "moving_score"}
 with the camera head; "flow" (2xHxW px) and "flow_valid" (HxW) at the original size when
@@ -19,7 +19,7 @@ moving probability is <= MOVING_THRESHOLD gets R = I, t = 0 (pivots are kept). T
 detection wins where masks overlap), on the depth resized to the original size (nearest) with
 K rescaled by `geometry.scale_intrinsics`.
 
-Training losses (METHOD.md section 6, SUPERVISION): "motion" adds loss_motion_{rot,trans,pivot,
+Training losses (docs/method.md section 6, SUPERVISION): "motion" adds loss_motion_{rot,trans,pivot,
 moving} (RoI heads) and loss_cam_{rot,trans,moving}; "flow" adds loss_flow_roi and loss_flow_cam
 (camera-only flow vs GT flow outside all GT instances); "both" all of them. In the flow losses
 the camera motion is soft-gated by its moving probability p (A = (1 - p) I + p R, b = p t), as
@@ -106,7 +106,8 @@ class MotionRCNN(GeneralizedRCNN):
                  moving_threshold: float = 0.5, camera_flow_loss_weight: float = 1.0, **kwargs):
         """
         Args:
-            camera_head: camera motion head on features[camera_in_feature], or None.
+            camera_head: camera motion head on features[camera_in_feature] (or on the network
+                input itself when camera_in_feature is "input"), or None.
             motion_on: the ROI heads predict per-instance motions (MotionHeadMixin).
             xyz_input: append XYZ_t and XYZ_t+1 (12 input channels instead of 6).
             xyz_scale: XYZ channels are divided by this (metres).
@@ -149,12 +150,16 @@ class MotionRCNN(GeneralizedRCNN):
         in_feature = cfg.MODEL.CAMERA_MOTION_HEAD.IN_FEATURE
         camera_head = None
         if config.CAMERA_MOTION_ON:
+            if in_feature == "input":  # the network input itself (CorrelationCameraHead)
+                shapes = dict(shapes, input=ShapeSpec(channels=12 if config.XYZ_INPUT else 6,
+                                                      stride=1))
             if in_feature not in shapes:
                 raise ValueError(
                     f"MODEL.CAMERA_MOTION_HEAD.IN_FEATURE = {in_feature!r} is not an output of the "
                     f"backbone ({sorted(shapes)}): add it to MODEL.RESNETS.OUT_FEATURES"
                 )
             camera_head = build_camera_motion_head(cfg, shapes[in_feature])
+            shapes = backbone.output_shape()
         return {
             "backbone": backbone,
             "proposal_generator": build_proposal_generator(cfg, shapes),
@@ -226,6 +231,12 @@ class MotionRCNN(GeneralizedRCNN):
         self._require(batched_inputs[0], "proposals", "a model without proposal generator")
         return [x["proposals"].to(self.device) for x in batched_inputs], {}
 
+    def _camera_input(self, images, features):
+        """What the camera head reads: a backbone feature, or the network input ("input")."""
+        if self.camera_in_feature == "input":
+            return images.tensor
+        return features[self.camera_in_feature]
+
     # --------------------------------------------------------------- training
     @property
     def uses_flow_supervision(self):
@@ -247,7 +258,7 @@ class MotionRCNN(GeneralizedRCNN):
                                                      gt_instances)
         camera = None
         if self.camera_head is not None:
-            camera = self.camera_head(features[self.camera_in_feature])
+            camera = self.camera_head(self._camera_input(images, features))
         flow_targets = None
         if self.uses_flow_supervision:
             flow_targets = self._flow_targets(batched_inputs, camera)
@@ -334,7 +345,7 @@ class MotionRCNN(GeneralizedRCNN):
             return results
         camera = None
         if self.camera_head is not None:
-            camera = self.camera_head(features[self.camera_in_feature])
+            camera = self.camera_head(self._camera_input(images, features))
         return [self._postprocess_one(results[i], batched_inputs[i], images.image_sizes[i],
                                       camera, i) for i in range(len(results))]
 

@@ -1,9 +1,9 @@
-"""SfM-Net (Vijayanarasimhan et al. 2017) as a Detectron2 meta-architecture (METHOD.md section 9).
+"""SfM-Net (Vijayanarasimhan et al. 2017) as a Detectron2 meta-architecture (docs/method.md section 9).
 
 The structure network predicts depth d from I_t (or, with MODEL.SFMNET.USE_GT_DEPTH, the input's
 `depth` is used and no structure network is built); the motion network predicts N sigmoid masks
 m_k and per-object motions (R_k, t_k, p_k) and the camera motion (R_cam, t_cam) from (I_t, I_t+1)
-(sfmnet_networks.py). Flow follows METHOD.md section 4 (geometry.compose_flow):
+(sfmnet_networks.py). Flow follows docs/method.md section 4 (geometry.compose_flow):
 
     P = d K^-1 [x, 1],  P' = P + sum_k m_k (R_k (P - p_k) + p_k + t_k - P),  P'' = R_cam P' + t_cam,
     flow = pi(K P'') - x.
@@ -146,8 +146,8 @@ class SfMNet(nn.Module):
     def forward(self, batched_inputs):
         """
         Args:
-            batched_inputs: list of model-input dicts (CONTRACTS.md) with `image`, `image_next`,
-                `intrinsics` (and `depth`, `camera_motion`, `flow` as the options need).
+            batched_inputs: list of model-input dicts (docs/method.md section 10) with `image`,
+                `image_next`, `intrinsics` (and `depth`, `camera_motion`, `flow` as the options need).
         Returns:
             training: dict of weighted losses "loss_<term>"; inference: list of output dicts.
         """

@@ -1,4 +1,4 @@
-"""SfM-Net's losses (METHOD.md section 9). Each takes one image or a batch of equal-size crops
+"""SfM-Net's losses (docs/method.md section 9). Each takes one image or a batch of equal-size crops
 (no padding inside) and returns a 0-d tensor; masked means divide by max(1, count)."""
 import torch
 

@@ -1,4 +1,4 @@
-"""The RoI motion head (METHOD.md section 3): per detection, a rigid 3D motion.
+"""The RoI motion head (docs/method.md section 3): per detection, a rigid 3D motion.
 
 Input: the box head's per-RoI feature (FPN: the 1024-d output of its 2 FC layers on the pooled
 7x7x256; C4: the res5 feature averaged over its 7x7 grid). Then NUM_FC x (FC FC_DIM + ReLU) and a
@@ -51,7 +51,8 @@ class FCMotionHead(nn.Module):
             num_fc, fc_dim: hidden FC layers and their width.
             cls_agnostic: one motion for every class.
             rotation_param: "euler_sines" or "quaternion".
-            output_init_std: std of the normal init of the output layer (small: METHOD.md 3).
+            output_init_std: std of the normal init of the output layer
+                (small: docs/method.md section 3).
             rotation_scale, translation_scale, pivot_scale: output multipliers (unitless, m, m);
                 also the loss normalisation.
             loss_weights: {"rot", "trans", "pivot", "moving"} -> weight (default 1 each).
@@ -131,7 +132,7 @@ class FCMotionHead(nn.Module):
         }
 
     def losses(self, predictions, gt_rotations, gt_translations, gt_pivots, gt_moving):
-        """Motion supervision (METHOD.md section 6), each term weighted by its config weight:
+        """Motion supervision (docs/method.md section 6), each term weighted by its config weight:
 
             L_motion = 1/N_fg sum_k [(l_R + l_t) o*_k + l_p + l_o]   (terms in motion_losses.py)
 

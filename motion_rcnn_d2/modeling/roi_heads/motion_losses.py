@@ -1,6 +1,6 @@
-"""Losses of Motion R-CNN (METHOD.md section 6), shared by the RoI motion head and the camera head.
+"""Losses of Motion R-CNN (docs/method.md section 6), shared by the RoI motion head and the camera head.
 
-Rigid motion terms (smooth-L1 with beta = 1, summed over components as in the seed, in the
+Rigid motion terms (smooth-L1 with beta = 1, summed over components as in the thesis, in the
 units the heads are normalised by: each difference is divided by its config scale):
 
     l_R = sum_ij smoothL1((R*_ij - R_ij) / s_R)        (9 matrix entries; s_R = ROTATION_SCALE)
@@ -41,7 +41,7 @@ __all__ = [
     "camera_flow_loss",
 ]
 
-# Number of network outputs of each rotation parametrisation (METHOD.md section 3).
+# Number of network outputs of each rotation parametrisation (docs/method.md section 3).
 ROTATION_PARAM_DIMS = {"euler_sines": 3, "quaternion": 4}
 # A bilinear sample counts as valid when the valid-indicator sampled with the same weights is
 # (almost) 1, i.e. every neighbour with a non-zero weight is valid.

@@ -1,0 +1,67 @@
+"""SOLVER.OPTIMIZER and the camera head's LR_FACTOR (engine/optimizer.py)."""
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.solver import build_lr_scheduler
+from torch import nn
+
+from motion_rcnn_d2 import add_motion_rcnn_config
+from motion_rcnn_d2.engine.optimizer import build_motion_optimizer
+
+
+class _Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Linear(3, 4)
+        self.camera_head = nn.Sequential(nn.Linear(4, 2), nn.GroupNorm(1, 2))
+
+
+def _cfg(**solver):
+    cfg = get_cfg()
+    add_motion_rcnn_config(cfg)
+    cfg.SOLVER.BASE_LR = 0.1
+    cfg.SOLVER.WEIGHT_DECAY_NORM = 0.0
+    for key, value in solver.items():
+        setattr(cfg.SOLVER, key, value)
+    return cfg
+
+
+def _lrs(optimizer, model):
+    """lr of each named parameter of the model."""
+    by_id = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    return {name: by_id[id(p)] for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("name, kind", [("SGD", torch.optim.SGD), ("AdamW", torch.optim.AdamW)])
+def test_optimizer_kind_and_camera_head_lr_factor(name, kind):
+    model = _Model()
+    cfg = _cfg(OPTIMIZER=name)
+    cfg.MODEL.CAMERA_MOTION_HEAD.LR_FACTOR = 0.25
+    optimizer = build_motion_optimizer(cfg, model)
+    assert isinstance(optimizer, kind)
+    lrs = _lrs(optimizer, model)
+    assert lrs["backbone.weight"] == lrs["backbone.bias"] == pytest.approx(0.1)
+    assert all(lrs[n] == pytest.approx(0.025) for n in lrs if n.startswith("camera_head."))
+    # every parameter exactly once; norms keep their own weight decay
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
+    decay = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    assert decay[id(model.camera_head[1].weight)] == 0.0
+    assert decay[id(model.camera_head[0].weight)] == cfg.SOLVER.WEIGHT_DECAY
+    # Detectron2's schedule scales every group by the same multiplier
+    cfg.SOLVER.WARMUP_ITERS = 0
+    cfg.SOLVER.STEPS = (1,)
+    scheduler = build_lr_scheduler(cfg, optimizer)
+    optimizer.step()
+    scheduler.step()
+    lrs = _lrs(optimizer, model)
+    assert lrs["backbone.weight"] == pytest.approx(0.01)
+    assert lrs["camera_head.0.weight"] == pytest.approx(0.0025)
+
+
+def test_default_is_detectron2_sgd_and_unknown_names_are_refused():
+    model = _Model()
+    optimizer = build_motion_optimizer(_cfg(), model)
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert len({g["lr"] for g in optimizer.param_groups}) == 1
+    with pytest.raises(ValueError, match="SOLVER.OPTIMIZER = 'Adagrad'"):
+        build_motion_optimizer(_cfg(OPTIMIZER="Adagrad"), model)
