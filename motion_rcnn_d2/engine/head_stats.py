@@ -49,7 +49,7 @@ class HeadStatsHook(HookBase):
 
     def _keep(self, path):
         def hook(module, inputs, output):
-            if self._recording:
+            if module.training and self._recording:  # not the evaluation at the last step
                 self._outputs[path] = output.detach()
         return hook
 
@@ -65,9 +65,7 @@ class HeadStatsHook(HookBase):
         if not self._due(self.trainer.iter):
             return
         stats = {}
-        total = [p.grad.detach().pow(2).sum() for p in self._model.parameters()
-                 if p.grad is not None]
-        stats["diag/grad_norm_total"] = float(torch.stack(total).sum().sqrt()) if total else 0.0
+        stats["diag/grad_norm_total"] = _grad_norm(self._model)
         for path, layer in self._layers.items():
             out = self._outputs.get(path)
             if out is not None:
@@ -77,10 +75,8 @@ class HeadStatsHook(HookBase):
                 stats[f"diag/{path}/dead"] = float((~positive.any(dim=1)).float().mean())
                 per_image = out.flatten(start_dim=1) if out.dim() == 2 else out.mean(dim=(2, 3))
                 stats[f"diag/{path}/batch_std"] = float(per_image.std(dim=0).mean())
-            grads = [p.grad.detach().pow(2).sum() for p in layer.parameters()
-                     if p.grad is not None]
-            if grads:
-                stats[f"diag/{path}/grad_norm"] = float(torch.stack(grads).sum().sqrt())
+            if any(p.grad is not None for p in layer.parameters()):
+                stats[f"diag/{path}/grad_norm"] = _grad_norm(layer)
             stats[f"diag/{path}/weight_norm"] = float(layer.weight.detach().norm())
         self._outputs.clear()
         self.trainer.storage.put_scalars(**stats, smoothing_hint=False)
@@ -88,3 +84,9 @@ class HeadStatsHook(HookBase):
     def after_train(self):
         for handle in self._handles:
             handle.remove()
+
+
+def _grad_norm(module):
+    """L2 norm of the gradients of the module's parameters (0 without any)."""
+    squares = [p.grad.detach().pow(2).sum() for p in module.parameters() if p.grad is not None]
+    return float(torch.stack(squares).sum().sqrt()) if squares else 0.0

@@ -14,7 +14,6 @@ Detectron2's LR schedule (warm-up, steps) runs on either. AdamW uses ``SOLVER.BE
 ``SOLVER.WEIGHT_DECAY`` (decoupled); SGD uses MOMENTUM and NESTEROV as Detectron2 does.
 """
 import torch
-from detectron2.solver import build_optimizer
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 
 __all__ = ["OPTIMIZERS", "build_motion_optimizer"]
@@ -28,11 +27,6 @@ def build_motion_optimizer(cfg, model):
     if name not in OPTIMIZERS:
         raise ValueError(f"SOLVER.OPTIMIZER = {cfg.SOLVER.OPTIMIZER!r} is not supported: use one "
                          f"of {list(OPTIMIZERS)}")
-    factor = cfg.MODEL.CAMERA_MOTION_HEAD.LR_FACTOR
-    head = getattr(model, "module", model)
-    head = getattr(head, "camera_head", None)
-    if name == "SGD" and (factor == 1.0 or head is None):
-        return build_optimizer(cfg, model)
     params = get_default_optimizer_params(
         model,
         base_lr=cfg.SOLVER.BASE_LR,
@@ -40,9 +34,11 @@ def build_motion_optimizer(cfg, model):
         bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
         weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
     )
+    factor = cfg.MODEL.CAMERA_MOTION_HEAD.LR_FACTOR
+    head = getattr(getattr(model, "module", model), "camera_head", None)
     if head is not None and factor != 1.0:
         params = _scale_lr(params, {id(p) for p in head.parameters()}, factor)
-    if name == "SGD":
+    if name == "SGD":  # as Detectron2's build_optimizer, on these parameter groups
         return maybe_add_gradient_clipping(cfg, torch.optim.SGD)(
             params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM,
             nesterov=cfg.SOLVER.NESTEROV, weight_decay=cfg.SOLVER.WEIGHT_DECAY)

@@ -239,7 +239,7 @@ class CorrelationCameraHead(CameraMotionHead):
         encoded = 128
         super().__init__(ShapeSpec(channels=encoded), **kwargs)
         self.radius = correlation_radius
-        self.with_xyz = input_shape.channels >= 9
+        self.with_xyz = input_shape.channels >= 12
 
         def conv(cin, cout, kernel):
             layer = nn.Conv2d(cin, cout, kernel, stride=2, padding=kernel // 2)
@@ -259,8 +259,8 @@ class CorrelationCameraHead(CameraMotionHead):
 
     def forward(self, x):
         """x: (B, 6 or 12, H, W) the normalised network input -> as `CameraMotionHead`."""
-        features_t = self.frame_encoder(x[:, 0:3])
-        features_t1 = self.frame_encoder(x[:, 3:6])
+        features_t, features_t1 = self.frame_encoder(
+            torch.cat([x[:, 0:3], x[:, 3:6]])).chunk(2)  # both frames in one pass
         cost = [correlation(features_t, features_t1, self.radius)]
         if self.with_xyz:  # XYZ_t and XYZ_t+1 - XYZ_t (x 10: the change is ~1 % of XYZ)
             xyz = torch.cat([x[:, 6:9], 10.0 * (x[:, 9:12] - x[:, 6:9])], dim=1)

@@ -150,16 +150,15 @@ class MotionRCNN(GeneralizedRCNN):
         in_feature = cfg.MODEL.CAMERA_MOTION_HEAD.IN_FEATURE
         camera_head = None
         if config.CAMERA_MOTION_ON:
-            if in_feature == "input":  # the network input itself (CorrelationCameraHead)
-                shapes = dict(shapes, input=ShapeSpec(channels=12 if config.XYZ_INPUT else 6,
-                                                      stride=1))
-            if in_feature not in shapes:
+            # "input": the network input itself (CorrelationCameraHead)
+            readable = dict(shapes, input=ShapeSpec(channels=12 if config.XYZ_INPUT else 6,
+                                                    stride=1))
+            if in_feature not in readable:
                 raise ValueError(
                     f"MODEL.CAMERA_MOTION_HEAD.IN_FEATURE = {in_feature!r} is not an output of the "
-                    f"backbone ({sorted(shapes)}): add it to MODEL.RESNETS.OUT_FEATURES"
+                    f"backbone ({sorted(shapes)}) nor 'input': add it to MODEL.RESNETS.OUT_FEATURES"
                 )
-            camera_head = build_camera_motion_head(cfg, shapes[in_feature])
-            shapes = backbone.output_shape()
+            camera_head = build_camera_motion_head(cfg, readable[in_feature])
         return {
             "backbone": backbone,
             "proposal_generator": build_proposal_generator(cfg, shapes),
