@@ -48,6 +48,16 @@ def add_motion_rcnn_config(cfg):
     # Fully connected layers (each FC_DIM wide, ReLU) on top of the box head features.
     _C.MODEL.ROI_MOTION_HEAD.NUM_FC = 2
     _C.MODEL.ROI_MOTION_HEAD.FC_DIM = 1024
+    # What the head reads per RoI, concatenated: "box" (the box head's features, the thesis),
+    # "xyz" (XYZ_t and 10 (XYZ_t+1 - XYZ_t) of the network input, RoIAligned to
+    # XYZ_POOL_SIZE^2 cells; needs MOTION_RCNN.XYZ_INPUT) and "camera" (the camera head's
+    # predicted translation, no gradient to it; needs MOTION_RCNN.CAMERA_MOTION_ON).
+    _C.MODEL.ROI_MOTION_HEAD.IN_FEATURES = ["box"]
+    _C.MODEL.ROI_MOTION_HEAD.XYZ_POOL_SIZE = 5
+    # Standardise the head's input with running statistics (layers.RunningStandardize).
+    _C.MODEL.ROI_MOTION_HEAD.STANDARDIZE_INPUT = False
+    # Learning-rate multiplier of the head's parameters (engine/optimizer.py).
+    _C.MODEL.ROI_MOTION_HEAD.LR_FACTOR = 1.0
     # One motion for all classes instead of one per class.
     _C.MODEL.ROI_MOTION_HEAD.CLS_AGNOSTIC = False
     # "euler_sines" (3 sines of Euler angles, R = Rz Rx Ry) or "quaternion".

@@ -1,4 +1,4 @@
-"""SOLVER.OPTIMIZER and the camera head's LR_FACTOR (engine/optimizer.py)."""
+"""SOLVER.OPTIMIZER and the heads' LR_FACTOR (engine/optimizer.py)."""
 import pytest
 import torch
 from detectron2.config import get_cfg
@@ -14,6 +14,9 @@ class _Model(nn.Module):
         super().__init__()
         self.backbone = nn.Linear(3, 4)
         self.camera_head = nn.Sequential(nn.Linear(4, 2), nn.GroupNorm(1, 2))
+        self.roi_heads = nn.Module()
+        self.roi_heads.box_head = nn.Linear(4, 4)
+        self.roi_heads.motion_head = nn.Linear(4, 2)
 
 
 def _cfg(**solver):
@@ -33,15 +36,19 @@ def _lrs(optimizer, model):
 
 
 @pytest.mark.parametrize("name, kind", [("SGD", torch.optim.SGD), ("AdamW", torch.optim.AdamW)])
-def test_optimizer_kind_and_camera_head_lr_factor(name, kind):
+def test_optimizer_kind_and_heads_lr_factors(name, kind):
     model = _Model()
     cfg = _cfg(OPTIMIZER=name)
     cfg.MODEL.CAMERA_MOTION_HEAD.LR_FACTOR = 0.25
+    cfg.MODEL.ROI_MOTION_HEAD.LR_FACTOR = 3.0
     optimizer = build_motion_optimizer(cfg, model)
     assert isinstance(optimizer, kind)
     lrs = _lrs(optimizer, model)
     assert lrs["backbone.weight"] == lrs["backbone.bias"] == pytest.approx(0.1)
     assert all(lrs[n] == pytest.approx(0.025) for n in lrs if n.startswith("camera_head."))
+    assert lrs["roi_heads.motion_head.weight"] == lrs["roi_heads.motion_head.bias"]
+    assert lrs["roi_heads.motion_head.weight"] == pytest.approx(0.3)
+    assert lrs["roi_heads.box_head.weight"] == pytest.approx(0.1)
     # every parameter exactly once; norms keep their own weight decay
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
     decay = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
@@ -56,6 +63,7 @@ def test_optimizer_kind_and_camera_head_lr_factor(name, kind):
     lrs = _lrs(optimizer, model)
     assert lrs["backbone.weight"] == pytest.approx(0.01)
     assert lrs["camera_head.0.weight"] == pytest.approx(0.0025)
+    assert lrs["roi_heads.motion_head.weight"] == pytest.approx(0.03)
 
 
 def test_default_is_detectron2_sgd_and_unknown_names_are_refused():

@@ -6,7 +6,9 @@ first FC layer of the C6 head has a large fan-in N (CONV_DIM x POOL_SIZE^2, e.g.
 12544): one SGD step moves that layer's pre-activations by about LR x N x (its output gradient),
 hundreds of times more than the box head's. At the full LR (SGD, 0.01) its ReLU units were
 thrown off for every input within 200 iterations; with LR_FACTOR 0.1 they stayed alive
-(docs/method.md section 3).
+(docs/method.md section 3). ``MODEL.ROI_MOTION_HEAD.LR_FACTOR`` does the same for the RoI
+motion head: on standardised inputs of a few hundred values (IN_FEATURES "xyz", "camera") it
+is a small MLP that a short schedule trains better at a higher rate.
 
 Both use Detectron2's parameter groups (``get_default_optimizer_params``: BASE_LR, weight decay
 of norms and biases, BIAS_LR_FACTOR) and its gradient clipping (``SOLVER.CLIP_GRADIENTS``), and
@@ -34,10 +36,13 @@ def build_motion_optimizer(cfg, model):
         bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
         weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
     )
-    factor = cfg.MODEL.CAMERA_MOTION_HEAD.LR_FACTOR
-    head = getattr(getattr(model, "module", model), "camera_head", None)
-    if head is not None and factor != 1.0:
-        params = _scale_lr(params, {id(p) for p in head.parameters()}, factor)
+    module = getattr(model, "module", model)
+    heads = ((getattr(module, "camera_head", None), cfg.MODEL.CAMERA_MOTION_HEAD.LR_FACTOR),
+             (getattr(getattr(module, "roi_heads", None), "motion_head", None),
+              cfg.MODEL.ROI_MOTION_HEAD.LR_FACTOR))
+    for head, factor in heads:
+        if head is not None and factor != 1.0:
+            params = _scale_lr(params, {id(p) for p in head.parameters()}, factor)
     if name == "SGD":  # as Detectron2's build_optimizer, on these parameter groups
         return maybe_add_gradient_clipping(cfg, torch.optim.SGD)(
             params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM,

@@ -35,7 +35,7 @@ from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.utils.registry import Registry
 from torch import nn
 
-from .layers import RunningStandardize
+from .layers import RunningStandardize, xyz_and_change
 from .roi_heads.motion_losses import (
     ROTATION_PARAM_DIMS,
     check_rotation_param,
@@ -262,7 +262,6 @@ class CorrelationCameraHead(CameraMotionHead):
         features_t, features_t1 = self.frame_encoder(
             torch.cat([x[:, 0:3], x[:, 3:6]])).chunk(2)  # both frames in one pass
         cost = [correlation(features_t, features_t1, self.radius)]
-        if self.with_xyz:  # XYZ_t and XYZ_t+1 - XYZ_t (x 10: the change is ~1 % of XYZ)
-            xyz = torch.cat([x[:, 6:9], 10.0 * (x[:, 9:12] - x[:, 6:9])], dim=1)
-            cost.append(F.adaptive_avg_pool2d(xyz, features_t.shape[-2:]))
+        if self.with_xyz:
+            cost.append(F.adaptive_avg_pool2d(xyz_and_change(x), features_t.shape[-2:]))
         return super().forward(self.cost_encoder(torch.cat(cost, dim=1)))

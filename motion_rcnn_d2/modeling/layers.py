@@ -3,7 +3,21 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["RunningStandardize"]
+__all__ = ["RunningStandardize", "xyz_and_change"]
+
+# The XYZ change between the frames is ~1 % of XYZ: it is scaled up by this factor.
+XYZ_CHANGE_GAIN = 10.0
+
+
+def xyz_and_change(network_input):
+    """XYZ_t and 10 (XYZ_t+1 - XYZ_t) from the 12-channel network input (channels 6:9 and 9:12,
+    both already divided by MOTION_RCNN.XYZ_SCALE): (B, 12, H, W) -> (B, 6, H, W).
+
+    At a pixel on a static surface the change is the camera's motion of that point; on an
+    object, its own motion plus the camera's (minus where the object moved away from the pixel).
+    """
+    xyz_t, xyz_t1 = network_input[:, 6:9], network_input[:, 9:12]
+    return torch.cat([xyz_t, XYZ_CHANGE_GAIN * (xyz_t1 - xyz_t)], dim=1)
 
 
 class RunningStandardize(nn.Module):
@@ -12,7 +26,7 @@ class RunningStandardize(nn.Module):
         y = (x - mu) / sqrt(var + eps),   var = E[x^2] - mu^2,
 
     mu and E[x^2] being exponential moving averages (``momentum``) of the per-feature mean and
-    mean square of the training batches (the first batch sets them), used as they are in
+    mean square of the training batches (the first non-empty batch sets them), used as they are in
     training and inference alike; no gradient flows through them.
 
     Why: an image-level head reads pooled backbone features that are nearly the same for every
@@ -22,8 +36,9 @@ class RunningStandardize(nn.Module):
     99 % of its units dead and predicted one motion for every pair. Standardised inputs vary
     by O(1) between images, so each unit is on for some images and off for others. Unlike
     BatchNorm this is usable at a batch of 2 images (statistics over many batches) and has no
-    train/test discrepancy. In distributed training the batch moments are averaged over the
-    processes (as SyncBN does), so every process keeps the same statistics.
+    train/test discrepancy. In distributed training the batch sums are added over the processes
+    (as SyncBN does), so every process keeps the same statistics; a batch without rows (an
+    image with no foreground RoI) changes nothing.
     """
 
     def __init__(self, num_features, momentum=0.02, eps=1e-5):
@@ -38,14 +53,16 @@ class RunningStandardize(nn.Module):
         """x: (B, num_features) -> (B, num_features)."""
         if self.training:
             with torch.no_grad():
-                moments = torch.stack([x.mean(dim=0), x.pow(2).mean(dim=0)])
+                # sums and count, so that processes (or batches) with no rows add nothing
+                sums = torch.cat([x.sum(dim=0), x.pow(2).sum(dim=0), x.new_full((1,), len(x))])
                 if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-                    dist.all_reduce(moments)  # every process keeps the same statistics
-                    moments /= dist.get_world_size()
-                mean, sq_mean = moments
-                rate = 1.0 if int(self.num_batches_tracked) == 0 else self.momentum
-                self.running_mean.lerp_(mean, rate)
-                self.running_sq_mean.lerp_(sq_mean, rate)
-                self.num_batches_tracked += 1
+                    dist.all_reduce(sums)  # every process keeps the same statistics
+                count = float(sums[-1])
+                if count > 0:
+                    mean, sq_mean = sums[:-1].view(2, -1) / count
+                    rate = 1.0 if int(self.num_batches_tracked) == 0 else self.momentum
+                    self.running_mean.lerp_(mean, rate)
+                    self.running_sq_mean.lerp_(sq_mean, rate)
+                    self.num_batches_tracked += 1
         var = (self.running_sq_mean - self.running_mean.pow(2)).clamp(min=0)
         return (x - self.running_mean) * torch.rsqrt(var + self.eps)

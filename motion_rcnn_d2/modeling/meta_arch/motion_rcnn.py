@@ -46,7 +46,8 @@ from torch import nn
 from ...geometry import backproject, camera_flow, compose_flow_indexed, scale_intrinsics
 from ..camera_head import build_camera_motion_head
 from ..roi_heads.motion_losses import FlowSupervision, camera_flow_loss, soft_gated_motion
-from ..roi_heads.motion_roi_heads import check_supervision
+from ..layers import xyz_and_change
+from ..roi_heads.motion_roi_heads import MOTION_CAMERA_KEY, MOTION_XYZ_KEY, check_supervision
 from .frame_pairs import batch_flow_targets, batch_tensors, require_key
 
 __all__ = ["MotionRCNN", "instance_index_from_masks"]
@@ -236,6 +237,21 @@ class MotionRCNN(GeneralizedRCNN):
             return images.tensor
         return features[self.camera_in_feature]
 
+    def _features_and_camera(self, images):
+        """Backbone features plus the entries the RoI motion head reads
+        (MODEL.ROI_MOTION_HEAD.IN_FEATURES "xyz", "camera"), and the camera head's output
+        (None without it)."""
+        features = self.backbone(images.tensor)
+        camera = None
+        if self.camera_head is not None:
+            camera = self.camera_head(self._camera_input(images, features))
+        keys = getattr(self.roi_heads, "motion_context_keys", ())
+        if MOTION_XYZ_KEY in keys:
+            features[MOTION_XYZ_KEY] = xyz_and_change(images.tensor)
+        if MOTION_CAMERA_KEY in keys:  # an input, not a path for the RoI losses' gradients
+            features[MOTION_CAMERA_KEY] = camera["translations"].detach()
+        return features, camera
+
     # --------------------------------------------------------------- training
     @property
     def uses_flow_supervision(self):
@@ -252,12 +268,9 @@ class MotionRCNN(GeneralizedRCNN):
         gt_instances = None
         if "instances" in batched_inputs[0]:
             gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
-        features = self.backbone(images.tensor)
+        features, camera = self._features_and_camera(images)
         proposals, proposal_losses = self._proposals(images, features, batched_inputs,
                                                      gt_instances)
-        camera = None
-        if self.camera_head is not None:
-            camera = self.camera_head(self._camera_input(images, features))
         flow_targets = None
         if self.uses_flow_supervision:
             flow_targets = self._flow_targets(batched_inputs, camera)
@@ -333,7 +346,7 @@ class MotionRCNN(GeneralizedRCNN):
         if self.training:
             raise RuntimeError("MotionRCNN.inference runs in eval mode: call model.eval() first")
         images = self.preprocess_image(batched_inputs)
-        features = self.backbone(images.tensor)
+        features, camera = self._features_and_camera(images)
         if detected_instances is None:
             proposals, _ = self._proposals(images, features, batched_inputs, None)
             results, _ = self.roi_heads(images, features, proposals, None)
@@ -342,9 +355,6 @@ class MotionRCNN(GeneralizedRCNN):
             results = self.roi_heads.forward_with_given_boxes(features, detected_instances)
         if not do_postprocess:
             return results
-        camera = None
-        if self.camera_head is not None:
-            camera = self.camera_head(self._camera_input(images, features))
         return [self._postprocess_one(results[i], batched_inputs[i], images.image_sizes[i],
                                       camera, i) for i in range(len(results))]
 

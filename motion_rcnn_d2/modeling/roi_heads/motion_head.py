@@ -1,7 +1,10 @@
 """The RoI motion head (docs/method.md section 3): per detection, a rigid 3D motion.
 
-Input: the box head's per-RoI feature (FPN: the 1024-d output of its 2 FC layers on the pooled
-7x7x256; C4: the res5 feature averaged over its 7x7 grid). Then NUM_FC x (FC FC_DIM + ReLU) and a
+Input: a per-RoI vector (motion_roi_heads.py, MODEL.ROI_MOTION_HEAD.IN_FEATURES): the box head's
+feature (FPN: the output of its 2 FC layers on the pooled 7x7x256; C4: the res5 feature averaged
+over its 7x7 grid, the thesis), and/or the RoI's pooled XYZ_t and XYZ change and the camera
+head's translation; optionally standardised (`RunningStandardize`). Then NUM_FC x (FC FC_DIM +
+ReLU) and a
 linear output layer giving, per class (or once, class-agnostic): rotation parameters (3 Euler
 sines or 4 raw quaternion values), translation t_k (3), pivot p_k (3) and moving/still logits
 o_k (2). Rotation, translation and pivot outputs are multiplied by their config scales, so the
@@ -17,6 +20,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.utils.registry import Registry
 from torch import nn
 
+from ..layers import RunningStandardize
 from .motion_losses import (
     ROTATION_PARAM_DIMS,
     check_rotation_param,
@@ -43,7 +47,8 @@ class FCMotionHead(nn.Module):
                  fc_dim: int = 1024, cls_agnostic: bool = False,
                  rotation_param: str = "euler_sines", output_init_std: float = 1e-3,
                  rotation_scale: float = 0.01, translation_scale: float = 0.5,
-                 pivot_scale: float = 10.0, loss_weights: Dict[str, float] = None):
+                 pivot_scale: float = 10.0, loss_weights: Dict[str, float] = None,
+                 standardize_input: bool = False):
         """
         Args:
             input_shape: shape of the per-RoI feature (flattened: channels x height x width).
@@ -56,6 +61,7 @@ class FCMotionHead(nn.Module):
             rotation_scale, translation_scale, pivot_scale: output multipliers (unitless, m, m);
                 also the loss normalisation.
             loss_weights: {"rot", "trans", "pivot", "moving"} -> weight (default 1 each).
+            standardize_input: standardise the input vector (`RunningStandardize`).
         """
         super().__init__()
         check_rotation_param(rotation_param, "MODEL.ROI_MOTION_HEAD.ROTATION_PARAM")
@@ -69,6 +75,7 @@ class FCMotionHead(nn.Module):
         self.loss_weights.update(loss_weights or {})
 
         in_dim = input_shape.channels * (input_shape.height or 1) * (input_shape.width or 1)
+        self.standardize = RunningStandardize(in_dim) if standardize_input else nn.Identity()
         layers = []
         for _ in range(num_fc):
             fc = nn.Linear(in_dim, fc_dim)
@@ -96,6 +103,7 @@ class FCMotionHead(nn.Module):
             "rotation_scale": head.ROTATION_SCALE,
             "translation_scale": head.TRANSLATION_SCALE,
             "pivot_scale": head.PIVOT_SCALE,
+            "standardize_input": head.STANDARDIZE_INPUT,
             "loss_weights": {
                 "rot": head.ROTATION_LOSS_WEIGHT,
                 "trans": head.TRANSLATION_LOSS_WEIGHT,
@@ -115,7 +123,7 @@ class FCMotionHead(nn.Module):
             "rotations" (R, 3, 3), "translations" (R, 3) m, "pivots" (R, 3) m,
             "moving_logits" (R, 2) (index 1 = moving).
         """
-        out = self.predictor(self.fcs(x.flatten(start_dim=1)))
+        out = self.predictor(self.fcs(self.standardize(x.flatten(start_dim=1))))
         out = out.reshape(out.shape[0], self._num_outputs, sum(self._dims))
         if not self.cls_agnostic:
             out = out[torch.arange(out.shape[0], device=out.device), classes]

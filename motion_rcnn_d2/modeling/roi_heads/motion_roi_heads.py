@@ -3,8 +3,11 @@
 `MotionROIHeads` extends `StandardROIHeads` (FPN) and `MotionRes5ROIHeads` extends
 `Res5ROIHeads` (the thesis' C4 variant); `MotionHeadMixin` holds what they share.
 
-Training: the motion head reads the box head's features of the sampled foreground RoIs
-(IoU >= 0.5; computed once for box and motion), and its prediction for the GT class is
+Training: the motion head reads, per sampled foreground RoI (IoU >= 0.5), what
+MODEL.ROI_MOTION_HEAD.IN_FEATURES names: the box head's features (computed once for box and
+motion), the RoI's XYZ_t and XYZ change RoIAligned from features[MOTION_XYZ_KEY], and the camera
+head's translation features[MOTION_CAMERA_KEY] (both put there by MotionRCNN). Its prediction
+for the GT class is
 supervised by 3D motion, by GT optical flow, or both (cfg.MODEL.MOTION_RCNN.SUPERVISION).
 Flow supervision also needs each RoI's mask logits, so the mask head's `layers` and the stock
 `mask_rcnn_loss` are called separately then. Inference: like the mask head, the motion head runs
@@ -21,6 +24,7 @@ from typing import Dict, List, Optional
 import torch
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, cat
+from detectron2.modeling.poolers import convert_boxes_to_pooler_format
 from detectron2.modeling.roi_heads import (
     ROI_HEADS_REGISTRY,
     Res5ROIHeads,
@@ -28,16 +32,24 @@ from detectron2.modeling.roi_heads import (
     select_foreground_proposals,
 )
 from detectron2.modeling.roi_heads.mask_head import BaseMaskRCNNHead, mask_rcnn_loss
-from detectron2.structures import ImageList, Instances
+from detectron2.structures import Boxes, ImageList, Instances
+from torchvision.ops import roi_align
 
 from .motion_head import build_motion_head
 from .motion_losses import FlowSupervision, roi_flow_loss
 
-__all__ = ["SUPERVISIONS", "check_supervision", "MotionHeadMixin", "MotionROIHeads",
-           "MotionRes5ROIHeads"]
+__all__ = ["SUPERVISIONS", "MOTION_IN_FEATURES", "MOTION_XYZ_KEY", "MOTION_CAMERA_KEY",
+           "check_supervision", "MotionHeadMixin", "MotionROIHeads", "MotionRes5ROIHeads"]
 
 # Values of cfg.MODEL.MOTION_RCNN.SUPERVISION.
 SUPERVISIONS = ("motion", "flow", "both")
+# Values of cfg.MODEL.ROI_MOTION_HEAD.IN_FEATURES.
+MOTION_IN_FEATURES = ("box", "xyz", "camera")
+# Entries of the `features` dict that the meta-architecture adds for the motion head:
+# (B, 6, H, W) `layers.xyz_and_change` of the network input (stride 1), and (B, 3) the camera
+# head's predicted translation in metres (detached).
+MOTION_XYZ_KEY = "motion_xyz"
+MOTION_CAMERA_KEY = "motion_camera"
 _GT_MOTION_FIELDS = ("gt_rotations", "gt_translations", "gt_pivots", "gt_moving")
 
 
@@ -65,20 +77,75 @@ class MotionHeadMixin:
                 "predicted masks, but MODEL.MASK_ON is False: set MODEL.MASK_ON True or "
                 "MODEL.MOTION_RCNN.SUPERVISION 'motion'"
             )
+        head = cfg.MODEL.ROI_MOTION_HEAD
+        in_features = tuple(head.IN_FEATURES)
+        needs = {"xyz": ("MODEL.MOTION_RCNN.XYZ_INPUT", cfg.MODEL.MOTION_RCNN.XYZ_INPUT),
+                 "camera": ("MODEL.MOTION_RCNN.CAMERA_MOTION_ON",
+                            cfg.MODEL.MOTION_RCNN.CAMERA_MOTION_ON)}
+        if not in_features or set(in_features) - set(MOTION_IN_FEATURES):
+            raise ValueError(f"MODEL.ROI_MOTION_HEAD.IN_FEATURES = {list(in_features)}: use one "
+                             f"or more of {list(MOTION_IN_FEATURES)}")
+        for name in in_features:
+            if name in needs and not needs[name][1]:
+                raise ValueError(f"MODEL.ROI_MOTION_HEAD.IN_FEATURES has {name!r}, which needs "
+                                 f"{needs[name][0]} True: set it, or drop {name!r}")
+        pool = head.XYZ_POOL_SIZE
+        dims = {"box": input_shape.channels * (input_shape.height or 1) * (input_shape.width or 1),
+                "xyz": 6 * pool * pool, "camera": 3}
         return {
-            "motion_head": build_motion_head(cfg, input_shape),
+            "motion_head": build_motion_head(
+                cfg, ShapeSpec(channels=sum(dims[name] for name in in_features))),
             "motion_supervision": supervision,
-            "flow_grid_size": cfg.MODEL.ROI_MOTION_HEAD.FLOW_GRID_SIZE,
-            "flow_loss_weight": cfg.MODEL.ROI_MOTION_HEAD.FLOW_LOSS_WEIGHT,
+            "flow_grid_size": head.FLOW_GRID_SIZE,
+            "flow_loss_weight": head.FLOW_LOSS_WEIGHT,
+            "motion_in_features": in_features,
+            "xyz_pool_size": pool,
         }
 
-    def _setup_motion(self, motion_head, motion_supervision, flow_grid_size, flow_loss_weight):
+    def _setup_motion(self, motion_head, motion_supervision, flow_grid_size, flow_loss_weight,
+                      motion_in_features, xyz_pool_size):
         check_supervision(motion_supervision)
         self.motion_on = motion_head is not None
         self.motion_head = motion_head
         self.motion_supervision = motion_supervision
         self.flow_grid_size = flow_grid_size
         self.flow_loss_weight = flow_loss_weight
+        self.motion_in_features = tuple(motion_in_features)
+        self.xyz_pool_size = xyz_pool_size
+
+    @property
+    def motion_context_keys(self):
+        """The entries the motion head reads from `features` beside the backbone's."""
+        if not self.motion_on:
+            return ()
+        keys = {"xyz": MOTION_XYZ_KEY, "camera": MOTION_CAMERA_KEY}
+        return tuple(keys[n] for n in self.motion_in_features if n in keys)
+
+    def _motion_input(self, box_features, features, boxes: List[Boxes]):
+        """(R, D) input of the motion head: the IN_FEATURES parts of each RoI concatenated.
+
+        Args:
+            box_features: (R, ...) the box head's features of the RoIs (None unless "box" is read).
+            features: the backbone features plus the motion entries (`motion_context_keys`).
+            boxes: the RoIs' boxes per image (pixels of the network input).
+        """
+        for key in self.motion_context_keys:
+            if key not in features:
+                raise ValueError(
+                    f"MODEL.ROI_MOTION_HEAD.IN_FEATURES = {list(self.motion_in_features)} reads "
+                    f"features[{key!r}], which MotionRCNN adds: call the RoI heads from it")
+        rois = convert_boxes_to_pooler_format(boxes)
+        parts = []
+        for name in self.motion_in_features:
+            if name == "box":
+                parts.append(box_features.flatten(start_dim=1))
+            elif name == "xyz":
+                parts.append(roi_align(features[MOTION_XYZ_KEY], rois, self.xyz_pool_size,
+                                       spatial_scale=1.0, sampling_ratio=2,
+                                       aligned=True).flatten(start_dim=1))
+            else:
+                parts.append(features[MOTION_CAMERA_KEY][rois[:, 0].long()])
+        return cat(parts, dim=1)
 
     @property
     def uses_flow_supervision(self):
@@ -102,11 +169,13 @@ class MotionHeadMixin:
         loss = mask_rcnn_loss(logits, fg_proposals, self.mask_head.vis_period)
         return {"loss_mask": loss * self.mask_head.loss_weight}, logits
 
-    def _motion_losses(self, motion_features, fg_proposals: List[Instances], mask_logits,
+    def _motion_losses(self, box_features, features, fg_proposals: List[Instances], mask_logits,
                        flow_targets: Optional[FlowSupervision]) -> Dict[str, torch.Tensor]:
-        """Motion and/or RoI flow losses of the foreground RoIs (their GT class's motion)."""
+        """Motion and/or RoI flow losses of the foreground RoIs (their GT class's motion);
+        box_features: the box head's features of those RoIs."""
         classes = cat([p.gt_classes for p in fg_proposals])
-        pred = self.motion_head(motion_features, classes)
+        pred = self.motion_head(self._motion_input(
+            box_features, features, [p.proposal_boxes for p in fg_proposals]), classes)
         losses = {}
         if self.motion_supervision in ("motion", "both"):
             losses.update(self.motion_head.losses(pred, *_gt_motions(fg_proposals, pred)))
@@ -126,10 +195,12 @@ class MotionHeadMixin:
                 pred["translations"], pred["pivots"], flow_targets, self.flow_grid_size)
         return losses
 
-    def _predict_motion(self, motion_features, instances: List[Instances]):
+    def _predict_motion(self, box_features, features, instances: List[Instances]):
         """Write pred_rotations (N,3,3), pred_translations (N,3), pred_pivots (N,3) and
         pred_moving_scores (N,) of each detection's predicted class into `instances`."""
-        pred = self.motion_head(motion_features, cat([x.pred_classes for x in instances]))
+        pred = self.motion_head(
+            self._motion_input(box_features, features, [x.pred_boxes for x in instances]),
+            cat([x.pred_classes for x in instances]))
         moving = pred["moving_logits"].softmax(dim=1)[:, 1]
         sizes = [len(x) for x in instances]
         fields = zip(pred["rotations"].split(sizes), pred["translations"].split(sizes),
@@ -167,17 +238,21 @@ class MotionROIHeads(MotionHeadMixin, StandardROIHeads):
 
     @configurable
     def __init__(self, *, motion_head=None, motion_supervision: str = "motion",
-                 flow_grid_size: int = 14, flow_loss_weight: float = 1.0, **kwargs):
+                 flow_grid_size: int = 14, flow_loss_weight: float = 1.0,
+                 motion_in_features=("box",), xyz_pool_size: int = 5, **kwargs):
         """
         Args:
             motion_head: the RoI motion head, or None (plain StandardROIHeads).
             motion_supervision: "motion", "flow" or "both".
             flow_grid_size: m of the m x m flow-supervision grid per RoI.
             flow_loss_weight: weight of loss_flow_roi.
+            motion_in_features: what the motion head reads ("box", "xyz", "camera").
+            xyz_pool_size: RoIAlign output size of the "xyz" input.
             kwargs: arguments of StandardROIHeads.
         """
         super().__init__(**kwargs)
-        self._setup_motion(motion_head, motion_supervision, flow_grid_size, flow_loss_weight)
+        self._setup_motion(motion_head, motion_supervision, flow_grid_size, flow_loss_weight,
+                           motion_in_features, xyz_pool_size)
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -211,8 +286,8 @@ class MotionROIHeads(MotionHeadMixin, StandardROIHeads):
                 self._mask_features(features, fg_proposals), fg_proposals)
             losses.update(mask_losses)
         losses.update(self._forward_keypoint(features, proposals))
-        losses.update(self._motion_losses(box_features[torch.cat(fg_selection)], fg_proposals,
-                                          mask_logits, flow_targets))
+        losses.update(self._motion_losses(box_features[torch.cat(fg_selection)], features,
+                                          fg_proposals, mask_logits, flow_targets))
         return proposals, losses
 
     def _mask_features(self, features, fg_proposals):
@@ -223,13 +298,14 @@ class MotionROIHeads(MotionHeadMixin, StandardROIHeads):
                                 [x.proposal_boxes for x in fg_proposals])
 
     def forward_with_given_boxes(self, features, instances):
-        """Masks (and keypoints) as StandardROIHeads, then motions from the box head features
-        of the given boxes."""
+        """Masks (and keypoints) as StandardROIHeads, then motions of the given boxes."""
         instances = super().forward_with_given_boxes(features, instances)
         if not self.motion_on:
             return instances
-        box_features = self._box_features(features, [x.pred_boxes for x in instances])
-        return self._predict_motion(box_features, instances)
+        box_features = None
+        if "box" in self.motion_in_features:
+            box_features = self._box_features(features, [x.pred_boxes for x in instances])
+        return self._predict_motion(box_features, features, instances)
 
 
 @ROI_HEADS_REGISTRY.register()
@@ -238,10 +314,12 @@ class MotionRes5ROIHeads(MotionHeadMixin, Res5ROIHeads):
 
     @configurable
     def __init__(self, *, motion_head=None, motion_supervision: str = "motion",
-                 flow_grid_size: int = 14, flow_loss_weight: float = 1.0, **kwargs):
+                 flow_grid_size: int = 14, flow_loss_weight: float = 1.0,
+                 motion_in_features=("box",), xyz_pool_size: int = 5, **kwargs):
         """Arguments as MotionROIHeads; kwargs: arguments of Res5ROIHeads."""
         super().__init__(**kwargs)
-        self._setup_motion(motion_head, motion_supervision, flow_grid_size, flow_loss_weight)
+        self._setup_motion(motion_head, motion_supervision, flow_grid_size, flow_loss_weight,
+                           motion_in_features, xyz_pool_size)
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -266,7 +344,7 @@ class MotionRes5ROIHeads(MotionHeadMixin, Res5ROIHeads):
         fg_features = box_features[torch.cat(fg_selection)]
         mask_losses, mask_logits = self._mask_losses_and_logits(fg_features, fg_proposals)
         losses.update(mask_losses)
-        losses.update(self._motion_losses(fg_features.mean(dim=[2, 3]), fg_proposals,
+        losses.update(self._motion_losses(fg_features.mean(dim=[2, 3]), features, fg_proposals,
                                           mask_logits, flow_targets))
         return [], losses
 
@@ -278,4 +356,4 @@ class MotionRes5ROIHeads(MotionHeadMixin, Res5ROIHeads):
                                        [i.pred_boxes for i in instances])
         if self.mask_on:
             instances = self.mask_head(x, instances)
-        return self._predict_motion(x.mean(dim=[2, 3]), instances)
+        return self._predict_motion(x.mean(dim=[2, 3]), features, instances)
