@@ -45,7 +45,7 @@ def add_motion_rcnn_config(cfg):
     # ---------------------------------------------------------- RoI motion head
     _C.MODEL.ROI_MOTION_HEAD = CN()
     _C.MODEL.ROI_MOTION_HEAD.NAME = "FCMotionHead"
-    # Fully connected layers (each FC_DIM wide, ReLU) on top of the box head features.
+    # Fully connected layers (each FC_DIM wide, ReLU) on top of the head's input.
     _C.MODEL.ROI_MOTION_HEAD.NUM_FC = 2
     _C.MODEL.ROI_MOTION_HEAD.FC_DIM = 1024
     # What the head reads per RoI, concatenated: "box" (the box head's features, the thesis),

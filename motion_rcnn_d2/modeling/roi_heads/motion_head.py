@@ -4,11 +4,11 @@ Input: a per-RoI vector (motion_roi_heads.py, MODEL.ROI_MOTION_HEAD.IN_FEATURES)
 feature (FPN: the output of its 2 FC layers on the pooled 7x7x256; C4: the res5 feature averaged
 over its 7x7 grid, the thesis), and/or the RoI's pooled XYZ_t and XYZ change and the camera
 head's translation; optionally standardised (`RunningStandardize`). Then NUM_FC x (FC FC_DIM +
-ReLU) and a
-linear output layer giving, per class (or once, class-agnostic): rotation parameters (3 Euler
-sines or 4 raw quaternion values), translation t_k (3), pivot p_k (3) and moving/still logits
-o_k (2). Rotation, translation and pivot outputs are multiplied by their config scales, so the
-network works in normalised units and a zero output is the identity motion with pivot 0.
+ReLU) and a linear output layer giving, per class (or once, class-agnostic): rotation
+parameters (3 Euler sines or 4 raw quaternion values), translation t_k (3), pivot p_k (3) and
+moving/still logits o_k (2). Rotation, translation and pivot outputs are multiplied by their
+config scales, so the network works in normalised units and a zero output is the identity
+motion with pivot 0.
 """
 from typing import Dict
 
