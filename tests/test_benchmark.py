@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from motion_rcnn_d2.modeling.meta_arch.motion_rcnn import instance_index_from_masks
+from motion_rcnn_d2.geometry import instance_index_from_masks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tools"))

@@ -304,3 +304,32 @@ def test_warp_backward_fractional_shift():
     shifted = (3 * (grid[0] - 0.25) - 2 * (grid[1] + 0.5) + 1)[None, None]
     warped, _ = warp_backward(shifted, flow)
     torch.testing.assert_close(warped[..., 1:, :-1], frame[..., 1:, :-1], atol=1e-9, rtol=0)
+
+
+def test_check_intrinsics_accepts_a_pinhole_k_and_names_the_input_otherwise():
+    from motion_rcnn_d2.geometry import check_intrinsics
+
+    k = [[700.0, 0.5, 300.0], [0.0, 710.0, 120.0], [0.0, 0.0, 1.0]]
+    out = check_intrinsics(k, "pair 7")
+    assert out.dtype == torch.float64 and out.tolist() == k
+    bad = {"shape": [[1.0, 0.0], [0.0, 1.0]], "fx": [[0.0, 0, 3], [0, 7, 1], [0, 0, 1]],
+           "nan": [[7.0, 0, float("nan")], [0, 7, 1], [0, 0, 1]],
+           "row": [[7.0, 0, 3], [0, 7, 1], [0, 0.1, 1]],
+           "skew row": [[7.0, 0, 3], [1, 7, 1], [0, 0, 1]],
+           "none": None, "ragged": [[1.0], [1.0, 2.0]]}
+    for name, value in bad.items():
+        with pytest.raises(ValueError,
+                           match=r"^pair 7: 'intrinsics' must be a 3x3 pinhole.*Fix it\.$"):
+            check_intrinsics(value, "pair 7", "Fix it.")
+
+
+def test_crop_intrinsics_moves_the_principal_point_per_batch_entry():
+    from motion_rcnn_d2.geometry import crop_intrinsics, project
+
+    k = torch.tensor([[700.0, 0.5, 300.0], [0.0, 710.0, 120.0], [0.0, 0.0, 1.0]]).expand(2, 3, 3)
+    cropped = crop_intrinsics(k, torch.tensor([10.0, 0.0]), torch.tensor([4.0, 20.0]))
+    points = torch.tensor([1.5, -0.5, 12.0]).view(1, 3, 1, 1).expand(2, 3, 1, 1)
+    (uv, _), (uv_crop, _) = project(points, k), project(points, cropped)
+    shift = torch.tensor([[10.0, 4.0], [0.0, 20.0]])
+    assert torch.allclose(uv_crop[:, :, 0, 0], uv[:, :, 0, 0] - shift)
+    assert torch.equal(cropped[:, :, :2], k[:, :, :2])

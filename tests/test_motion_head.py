@@ -12,7 +12,7 @@ from motion_rcnn_d2.geometry import (
     rotation_y,
 )
 from motion_rcnn_d2.modeling.roi_heads.motion_head import FCMotionHead
-from motion_rcnn_d2.modeling.roi_heads.motion_losses import (
+from motion_rcnn_d2.modeling.motion_losses import (
     FlowSupervision,
     roi_flow_loss,
     roi_grid_intrinsics,
@@ -177,3 +177,19 @@ def test_roi_flow_loss_ignores_invalid_points_and_handles_no_roi():
     assert float(_roi_loss(targets, box, rotation_y(torch.tensor([0.3])))) == 0.0
     empty = _roi_loss(targets, torch.zeros(0, 4), torch.zeros(0, 3, 3))
     assert float(empty) == 0.0
+
+
+def test_gated_motion_is_exact_for_bool_and_blends_probabilities():
+    from motion_rcnn_d2.modeling.motion import gated_motion
+
+    rotations = euler_angles_to_matrix(torch.tensor([[0.1, -0.3, 0.2], [0.4, 0.0, -0.1]]))
+    translations = torch.tensor([[1.0, -2.0, 0.5], [-0.25, 0.0, 3.0]])
+    a, b = gated_motion(rotations, translations, torch.tensor([True, False]))
+    assert torch.equal(a[0], rotations[0]) and torch.equal(b[0], translations[0])
+    assert torch.equal(a[1], torch.eye(3)) and torch.equal(b[1], torch.zeros(3))
+    a, b = gated_motion(rotations[0], translations[0], torch.tensor(False))  # no batch dim
+    assert torch.equal(a, torch.eye(3)) and torch.equal(b, torch.zeros(3))
+    a, b = gated_motion(rotations, translations, torch.tensor([0.25, 0.5]))
+    for k, p in enumerate([0.25, 0.5]):
+        assert torch.allclose(a[k], (1 - p) * torch.eye(3) + p * rotations[k], atol=1e-7)
+        assert torch.allclose(b[k], p * translations[k])

@@ -7,7 +7,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
 from motion_rcnn_d2.modeling.layers import RunningStandardize, xyz_and_change
-from motion_rcnn_d2.modeling.roi_heads.motion_roi_heads import (
+from motion_rcnn_d2.modeling.motion import (
     MOTION_CAMERA_KEY,
     MOTION_XYZ_KEY,
 )

@@ -86,7 +86,7 @@ def test_predictor_checks_its_inputs(cfg, sequence):
         predictor(image)
     with pytest.raises(ValueError, match="'depth' is"):
         predictor(image, image_next, depth[:-1], K)
-    with pytest.raises(ValueError, match="'intrinsics' must be a 3x3 K"):
+    with pytest.raises(ValueError, match="MotionPredictor: 'intrinsics' must be a 3x3 pinhole"):
         predictor(image, image_next, depth, np.zeros((3, 3)))
     with pytest.raises(ValueError, match="same size"):
         predictor(image, image_next[:-2], depth, K)

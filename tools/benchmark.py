@@ -52,7 +52,7 @@ from motion_rcnn_d2.data.datasets.vkitti2 import load_vkitti2  # noqa: E402
 from motion_rcnn_d2.data.synthetic import generate_world  # noqa: E402
 from motion_rcnn_d2.geometry import compose_flow, compose_flow_indexed  # noqa: E402
 from motion_rcnn_d2.geometry import euler_angles_to_matrix  # noqa: E402
-from motion_rcnn_d2.modeling.meta_arch.motion_rcnn import instance_index_from_masks  # noqa: E402
+from motion_rcnn_d2.geometry import instance_index_from_masks  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchmark_memory import memory_section  # noqa: E402

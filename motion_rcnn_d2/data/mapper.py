@@ -39,7 +39,8 @@ from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Boxes, Instances
 from pycocotools import mask as mask_util
 
-from ..geometry import flip_intrinsics, scale_intrinsics
+from ..geometry import check_intrinsics as geometry_check_intrinsics
+from ..geometry import crop_intrinsics, flip_intrinsics, scale_intrinsics
 from . import formats
 
 __all__ = ["MotionDatasetMapper", "PairGeometry", "check_intrinsics", "check_motion"]
@@ -50,14 +51,9 @@ ROTATION_TOLERANCE = 1e-3  # max |R^T R - I| and |det R - 1| of a ground-truth r
 
 def check_intrinsics(intrinsics, where):
     """Raise ValueError (naming ``where`` and the key) unless ``intrinsics`` is a pinhole matrix
-    [[fx, s, cx], [0, fy, cy], [0, 0, 1]] with finite entries and fx, fy > 0 (pixels)."""
-    k = np.asarray(intrinsics if intrinsics is not None else np.nan, dtype=np.float64)
-    if (k.shape != (3, 3) or not np.isfinite(k).all() or k[0, 0] <= 0 or k[1, 1] <= 0
-            or abs(k[1, 0]) > 1e-9 or np.abs(k[2] - (0.0, 0.0, 1.0)).max() > 1e-9):
-        raise ValueError(
-            f"{where}: 'intrinsics' must be a 3x3 pinhole matrix [[fx, s, cx], [0, fy, cy], "
-            f"[0, 0, 1]] with finite fx > 0 and fy > 0 (pixels), got {k.tolist()}. Fix the "
-            "data set's camera file (e.g. intrinsic.txt) or the dataset dict's 'intrinsics'.")
+    (`geometry.check_intrinsics`)."""
+    geometry_check_intrinsics(intrinsics, where, "Fix the data set's camera file (e.g. "
+                              "intrinsic.txt) or the dataset dict's 'intrinsics'.")
 
 
 def check_motion(motion, where):
@@ -105,8 +101,7 @@ class PairGeometry:
                 self.intrinsics = scale_intrinsics(self.intrinsics, sx, sy)
                 self.flow_scale *= (sx, sy)
             elif isinstance(t, T.CropTransform):
-                self.intrinsics[0, 2] -= t.x0
-                self.intrinsics[1, 2] -= t.y0
+                self.intrinsics = crop_intrinsics(self.intrinsics, t.x0, t.y0)
             elif isinstance(t, T.HFlipTransform):
                 self.intrinsics = flip_intrinsics(self.intrinsics, t.width)
                 self.flow_scale *= (-1.0, 1.0)

@@ -4,6 +4,7 @@ import torch
 from detectron2.engine import DefaultPredictor
 
 from ..data.mapper import PairGeometry
+from ..geometry import check_intrinsics
 from .checkpoint import MotionCheckpointer
 
 __all__ = ["MotionPredictor"]
@@ -69,9 +70,7 @@ class MotionPredictor(DefaultPredictor):
             image, image_next = image[:, :, ::-1], image_next[:, :, ::-1]
         transform = self.aug.get_transform(image)
         K = np.eye(3) if intrinsics is None else _array(intrinsics, "intrinsics", 2, np.float64)
-        if K.shape != (3, 3) or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
-            raise ValueError(f"MotionPredictor: 'intrinsics' must be a 3x3 K with fx, fy > 0, "
-                             f"got {K.tolist()}")
+        check_intrinsics(K, "MotionPredictor", "Pass the 3x3 K of the given frames.")
         geometry = PairGeometry(transform, K)
         inputs = {
             "image": torch.as_tensor(transform.apply_image(image).transpose(2, 0, 1).copy()),

@@ -1,12 +1,21 @@
 """Geometry of Motion R-CNN in plain torch (no Detectron2): rotations, pinhole camera,
 flow composition from depth + masks + rigid motions, and flow metrics."""
-from .camera import backproject, flip_intrinsics, pixel_grid, project, scale_intrinsics
+from .camera import (
+    backproject,
+    check_intrinsics,
+    crop_intrinsics,
+    flip_intrinsics,
+    pixel_grid,
+    project,
+    scale_intrinsics,
+)
 from .flow import (
     apply_camera_motion,
     apply_object_motions,
     camera_flow,
     compose_flow,
     compose_flow_indexed,
+    instance_index_from_masks,
     scene_flow,
     warp_backward,
 )
@@ -30,14 +39,17 @@ __all__ = [
     "apply_object_motions",
     "backproject",
     "camera_flow",
+    "check_intrinsics",
     "compose_flow",
     "compose_flow_indexed",
+    "crop_intrinsics",
     "euler_angles_to_matrix",
     "euler_sines_to_matrix",
     "flip_intrinsics",
     "flow_error_sums",
     "flow_metrics",
     "flow_metrics_from_sums",
+    "instance_index_from_masks",
     "matrix_to_euler_sines",
     "matrix_to_quaternion",
     "matrix_to_raw_quaternion",

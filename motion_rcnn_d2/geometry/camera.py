@@ -7,7 +7,29 @@ but it is carried through correctly).
 """
 import torch
 
-__all__ = ["pixel_grid", "backproject", "project", "scale_intrinsics", "flip_intrinsics"]
+__all__ = ["pixel_grid", "backproject", "project", "check_intrinsics", "crop_intrinsics",
+           "scale_intrinsics", "flip_intrinsics"]
+
+
+def check_intrinsics(intrinsics, where, fix=""):
+    """A pinhole K as a float64 tensor, or a ValueError naming ``where``.
+
+    K must be [[fx, s, cx], [0, fy, cy], [0, 0, 1]] with finite entries and fx, fy > 0
+    (pixels). Args: intrinsics: anything `torch.as_tensor` reads (None is refused); where:
+    what the message names (a file, an input); fix: a sentence added to the message.
+    """
+    try:
+        k = torch.as_tensor(intrinsics if intrinsics is not None else float("nan"),
+                            dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        k = torch.tensor(float("nan"), dtype=torch.float64)
+    eye_row = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64, device=k.device)
+    if (k.shape != (3, 3) or not bool(torch.isfinite(k).all()) or k[0, 0] <= 0 or k[1, 1] <= 0
+            or abs(float(k[1, 0])) > 1e-9 or float((k[2] - eye_row).abs().max()) > 1e-9):
+        raise ValueError(
+            f"{where}: 'intrinsics' must be a 3x3 pinhole matrix [[fx, s, cx], [0, fy, cy], "
+            f"[0, 0, 1]] with finite fx > 0 and fy > 0 (pixels), got {k.tolist()}. {fix}".strip())
+    return k
 
 
 def pixel_grid(height, width, device=None, dtype=torch.float32):
@@ -103,6 +125,23 @@ def scale_intrinsics(intrinsics, scale_x, scale_y):
         [sx, zero, (sx - 1) / 2, zero, sy, (sy - 1) / 2, zero, zero, one], dim=-1
     ).reshape(sx.shape + (3, 3))
     return s_mat @ intrinsics
+
+
+def crop_intrinsics(intrinsics, x0, y0):
+    """Intrinsics of the crop whose top-left pixel is (x0, y0) of the image: a pixel coordinate
+    maps as x' = x - x0, so cx' = cx - x0, cy' = cy - y0 (the rest unchanged).
+
+    Args:
+        intrinsics: (..., 3, 3) K in pixels.
+        x0, y0: floats or tensors broadcastable to (...), pixels.
+    Returns:
+        (..., 3, 3) K' in pixels of the crop.
+    """
+    x0, y0 = torch.broadcast_tensors(_as_tensor(x0, intrinsics), _as_tensor(y0, intrinsics))
+    offset = torch.zeros(x0.shape + (3, 3), dtype=intrinsics.dtype, device=intrinsics.device)
+    offset[..., 0, 2] = x0
+    offset[..., 1, 2] = y0
+    return intrinsics - offset
 
 
 def flip_intrinsics(intrinsics, width):

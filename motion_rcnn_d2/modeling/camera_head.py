@@ -23,7 +23,7 @@ trained main job held no ego-motion that carried over to unseen sequences, hence
 correlation head.
 
 Loss (docs/method.md section 6): L_cam = (l_R + l_t) o*_cam + l_ocam, terms as in
-roi_heads/motion_losses.py (differences divided by the scales), averaged over the images of the
+modeling/motion_losses.py (differences divided by the scales), averaged over the images of the
 batch. Without MOVING_ON there is no l_ocam and o*_cam is taken as 1 (the motion is always
 supervised, since it is never gated).
 """
@@ -36,12 +36,8 @@ from detectron2.utils.registry import Registry
 from torch import nn
 
 from .layers import RunningStandardize, xyz_and_change
-from .roi_heads.motion_losses import (
-    ROTATION_PARAM_DIMS,
-    check_rotation_param,
-    rigid_motion_terms,
-    rotation_from_params,
-)
+from .motion import ROTATION_PARAM_DIMS, check_rotation_param, rotation_from_params
+from .motion_losses import rigid_motion_terms
 
 __all__ = ["CAMERA_MOTION_HEAD_REGISTRY", "CameraMotionHead", "build_camera_motion_head"]
 

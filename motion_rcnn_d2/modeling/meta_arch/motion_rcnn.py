@@ -43,50 +43,21 @@ from detectron2.structures import BitMasks, ImageList, Instances
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
-from ...geometry import backproject, camera_flow, compose_flow_indexed, scale_intrinsics
+from ...geometry import (
+    backproject,
+    camera_flow,
+    check_intrinsics,
+    compose_flow_indexed,
+    instance_index_from_masks,
+    scale_intrinsics,
+)
 from ..camera_head import build_camera_motion_head
-from ..roi_heads.motion_losses import FlowSupervision, camera_flow_loss, soft_gated_motion
 from ..layers import xyz_and_change
-from ..roi_heads.motion_roi_heads import MOTION_CAMERA_KEY, MOTION_XYZ_KEY, check_supervision
+from ..motion import MOTION_CAMERA_KEY, MOTION_XYZ_KEY, check_supervision, gated_motion
+from ..motion_losses import FlowSupervision, camera_flow_loss
 from .frame_pairs import batch_flow_targets, batch_tensors, require_key
 
-__all__ = ["MotionRCNN", "instance_index_from_masks"]
-
-
-def instance_index_from_masks(masks, scores, chunk_size=8):
-    """Per-pixel instance index: the highest-scoring instance whose mask covers the pixel.
-
-    Instance k gets the weight w_k = N - r_k, r_k its rank by descending score (ties: lower
-    index first), so index(x) = order[N - max_k w_k m_k(x)] where that max is > 0, else -1.
-    The max runs over chunks of `chunk_size` instances, keeping the (chunk, H, W) temporaries
-    in cache: O(N H W) time, O(chunk H W) memory (an argmax over the instance axis of all N
-    masks at once is ~20x slower on the CPU).
-
-    Args:
-        masks: (N, H, W) bool; scores: (N,); chunk_size: instances reduced at a time.
-    Returns:
-        (H, W) int64 in [-1, N-1], -1 where no mask covers the pixel.
-    """
-    num = masks.shape[0]
-    if num == 0:
-        return torch.full(masks.shape[1:], -1, dtype=torch.int64, device=masks.device)
-    order = scores.argsort(descending=True, stable=True)
-    dtype = torch.uint8 if num < 2 ** 8 else torch.int16 if num < 2 ** 15 else torch.int32
-    weights = torch.empty(num, dtype=dtype, device=masks.device)
-    weights[order] = torch.arange(num, 0, -1, dtype=dtype, device=masks.device)
-    best = torch.zeros(masks.shape[1:], dtype=dtype, device=masks.device)
-    for chunk, chunk_weights in zip(masks.split(chunk_size), weights.split(chunk_size)):
-        weighted = chunk.to(dtype).mul_(chunk_weights[:, None, None])
-        torch.maximum(best, weighted.amax(dim=0), out=best)
-    lookup = torch.cat([order.new_full((1,), -1), order.flip(0)])  # lookup[w] = order[N - w]
-    return lookup[best.long()]
-
-
-def _gated(rotations, translations, moving):
-    """R, t where `moving` (bool, broadcast over leading dims), identity motion elsewhere."""
-    eye = torch.eye(3, dtype=rotations.dtype, device=rotations.device).expand_as(rotations)
-    return (torch.where(moving[..., None, None], rotations, eye),
-            torch.where(moving[..., None], translations, torch.zeros_like(translations)))
+__all__ = ["MotionRCNN"]
 
 
 def _pad_to(tensor, size):
@@ -189,14 +160,10 @@ class MotionRCNN(GeneralizedRCNN):
     def _intrinsics(self, x, why):
         """x["intrinsics"] as a float32 (3, 3) tensor on the model's device; ValueError naming the
         input unless it is a pinhole K (finite, fx > 0, fy > 0, last row 0 0 1)."""
-        k = torch.as_tensor(self._require(x, "intrinsics", why), dtype=torch.float32)
-        if (k.shape != (3, 3) or not bool(torch.isfinite(k).all()) or k[0, 0] <= 0
-                or k[1, 1] <= 0 or k[1, 0] != 0 or k[2].tolist() != [0.0, 0.0, 1.0]):
-            raise ValueError(
-                f"model input {x.get('image_id', x.get('file_name', '?'))!r}: 'intrinsics' must "
-                "be a 3x3 pinhole matrix [[fx, s, cx], [0, fy, cy], [0, 0, 1]] with finite "
-                f"fx > 0 and fy > 0 (pixels, of the resized image), got {k.tolist()}.")
-        return k.to(self.device)
+        k = check_intrinsics(self._require(x, "intrinsics", why),
+                             f"model input {x.get('image_id', x.get('file_name', '?'))!r}",
+                             "K is that of the resized image the model receives.")
+        return k.to(self.device, torch.float32)
 
     def _xyz(self, depth, intrinsics):
         """XYZ = backproject(depth, K) / XYZ_SCALE, 0 where depth is invalid; (1,H,W) -> (3,H,W)."""
@@ -296,8 +263,8 @@ class MotionRCNN(GeneralizedRCNN):
         flow, flow_valid = batch_flow_targets(batched_inputs, size_divisibility, self.device)
         rotation = translation = None
         if camera is not None:
-            rotation, translation = soft_gated_motion(camera["rotations"], camera["translations"],
-                                                      camera["moving_probs"])
+            rotation, translation = gated_motion(camera["rotations"], camera["translations"],
+                                                 camera["moving_probs"])
         return FlowSupervision(
             depth=depth, intrinsics=torch.stack([self._intrinsics(x, why) for x in batched_inputs]),
             flow=flow, flow_valid=flow_valid, camera_rotation=rotation,
@@ -365,13 +332,13 @@ class MotionRCNN(GeneralizedRCNN):
         camera_rotation = camera_translation = None
         if camera is not None:
             score = camera["moving_probs"][index]
-            camera_rotation, camera_translation = _gated(
+            camera_rotation, camera_translation = gated_motion(
                 camera["rotations"][index], camera["translations"][index],
                 score > self.moving_threshold)
             out["camera_motion"] = {"rotation": camera_rotation,
                                     "translation": camera_translation, "moving_score": score}
         if self.motion_on:
-            instances.pred_rotations, instances.pred_translations = _gated(
+            instances.pred_rotations, instances.pred_translations = gated_motion(
                 instances.pred_rotations, instances.pred_translations,
                 instances.pred_moving_scores > self.moving_threshold)
         if self.flow_output and (self.motion_on or camera is not None):

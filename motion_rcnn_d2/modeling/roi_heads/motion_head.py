@@ -21,13 +21,8 @@ from detectron2.utils.registry import Registry
 from torch import nn
 
 from ..layers import RunningStandardize
-from .motion_losses import (
-    ROTATION_PARAM_DIMS,
-    check_rotation_param,
-    pivot_term,
-    rigid_motion_terms,
-    rotation_from_params,
-)
+from ..motion import ROTATION_PARAM_DIMS, check_rotation_param, rotation_from_params
+from ..motion_losses import pivot_term, rigid_motion_terms
 
 __all__ = ["ROI_MOTION_HEAD_REGISTRY", "FCMotionHead", "build_motion_head"]
 

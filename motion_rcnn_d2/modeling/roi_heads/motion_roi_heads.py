@@ -35,29 +35,15 @@ from detectron2.modeling.roi_heads.mask_head import BaseMaskRCNNHead, mask_rcnn_
 from detectron2.structures import Boxes, ImageList, Instances
 from torchvision.ops import roi_align
 
+from ..motion import MOTION_CAMERA_KEY, MOTION_XYZ_KEY, check_supervision
+from ..motion_losses import FlowSupervision, roi_flow_loss
 from .motion_head import build_motion_head
-from .motion_losses import FlowSupervision, roi_flow_loss
 
-__all__ = ["SUPERVISIONS", "MOTION_IN_FEATURES", "MOTION_XYZ_KEY", "MOTION_CAMERA_KEY",
-           "check_supervision", "MotionHeadMixin", "MotionROIHeads", "MotionRes5ROIHeads"]
+__all__ = ["MOTION_IN_FEATURES", "MotionHeadMixin", "MotionROIHeads", "MotionRes5ROIHeads"]
 
-# Values of cfg.MODEL.MOTION_RCNN.SUPERVISION.
-SUPERVISIONS = ("motion", "flow", "both")
 # Values of cfg.MODEL.ROI_MOTION_HEAD.IN_FEATURES.
 MOTION_IN_FEATURES = ("box", "xyz", "camera")
-# Entries of the `features` dict that the meta-architecture adds for the motion head:
-# (B, 6, H, W) `layers.xyz_and_change` of the network input (stride 1), and (B, 3) the camera
-# head's predicted translation in metres (detached).
-MOTION_XYZ_KEY = "motion_xyz"
-MOTION_CAMERA_KEY = "motion_camera"
 _GT_MOTION_FIELDS = ("gt_rotations", "gt_translations", "gt_pivots", "gt_moving")
-
-
-def check_supervision(supervision):
-    """Raise a ValueError naming the config key unless `supervision` is known."""
-    if supervision not in SUPERVISIONS:
-        raise ValueError(
-            f"MODEL.MOTION_RCNN.SUPERVISION = {supervision!r}: use one of {SUPERVISIONS}")
 
 
 class MotionHeadMixin:

@@ -1,4 +1,5 @@
-"""Losses of Motion R-CNN (docs/method.md section 6), shared by the RoI motion head and the camera head.
+"""Losses of Motion R-CNN (docs/method.md section 6), shared by the RoI motion head, the camera head
+and the meta-architecture.
 
 Rigid motion terms (smooth-L1 with beta = 1, summed over components as in the thesis, in the
 units the heads are normalised by: each difference is divided by its config scale):
@@ -21,55 +22,20 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
-from ...geometry import (
-    compose_flow,
-    euler_sines_to_matrix,
-    raw_quaternion_to_matrix,
-    scale_intrinsics,
-)
+from ..geometry import compose_flow, crop_intrinsics, scale_intrinsics
 
 __all__ = [
-    "ROTATION_PARAM_DIMS",
     "FlowSupervision",
-    "check_rotation_param",
-    "rotation_from_params",
     "rigid_motion_terms",
     "pivot_term",
-    "soft_gated_motion",
     "roi_grid_intrinsics",
     "roi_flow_loss",
     "camera_flow_loss",
 ]
 
-# Number of network outputs of each rotation parametrisation (docs/method.md section 3).
-ROTATION_PARAM_DIMS = {"euler_sines": 3, "quaternion": 4}
 # A bilinear sample counts as valid when the valid-indicator sampled with the same weights is
 # (almost) 1, i.e. every neighbour with a non-zero weight is valid.
 _VALID_FRACTION = 1.0 - 1e-3
-
-
-def check_rotation_param(value, key):
-    """Raise a ValueError naming the config `key` unless `value` is a known parametrisation."""
-    if value not in ROTATION_PARAM_DIMS:
-        raise ValueError(
-            f"{key} = {value!r} is not a rotation parametrisation: use one of "
-            f"{sorted(ROTATION_PARAM_DIMS)}"
-        )
-
-
-def rotation_from_params(params, rotation_param):
-    """Rotation matrices from network outputs (already multiplied by the rotation scale).
-
-    Args:
-        params: (..., 3) sines of the Euler angles (R = Rz Rx Ry) for "euler_sines", or
-            (..., 4) raw quaternions (q = normalize(1 - w, x, y, z)) for "quaternion".
-        rotation_param: "euler_sines" or "quaternion".
-    Returns:
-        (..., 3, 3) rotation matrices.
-    """
-    if rotation_param == "euler_sines":
-        return euler_sines_to_matrix(params)
-    return raw_quaternion_to_matrix(params)
 
 
 def _smooth_l1_sum(pred, target, scale, dims):
@@ -97,24 +63,6 @@ def pivot_term(pred_pivots, gt_pivots, pivot_scale):
     return _smooth_l1_sum(pred_pivots, gt_pivots, pivot_scale, -1)
 
 
-def soft_gated_motion(rotation, translation, moving_prob):
-    """Motion blended with the identity by a moving probability p:
-
-        P'' = P + p (R P + t - P) = A P + b,   A = (1 - p) I + p R,   b = p t.
-
-    A is not a rotation for 0 < p < 1; `compose_flow` applies it as a general linear map, which
-    keeps the flow differentiable w.r.t. p (training with flow supervision).
-
-    Args:
-        rotation: (B, 3, 3); translation: (B, 3) metres; moving_prob: (B,) in [0, 1].
-    Returns:
-        (A (B, 3, 3), b (B, 3)).
-    """
-    p = moving_prob.to(rotation.dtype)
-    eye = torch.eye(3, dtype=rotation.dtype, device=rotation.device)
-    return eye + p[:, None, None] * (rotation - eye), p[:, None] * translation
-
-
 @dataclass
 class FlowSupervision:
     """Batched inputs of the flow losses, padded to the network input size (B, ..., H, W).
@@ -122,7 +70,7 @@ class FlowSupervision:
     depth: (B, 1, H, W) metres (0 = invalid); intrinsics: (B, 3, 3) of the network input;
     flow: (B, 2, H, W) GT flow in pixels; flow_valid: (B, H, W) bool;
     camera_rotation / camera_translation: (B, 3, 3) / (B, 3) the predicted camera motion,
-    soft-gated by its moving probability (`soft_gated_motion`), or None without a camera head.
+    soft-gated by its moving probability (`motion.gated_motion`), or None without a camera head.
     """
 
     depth: torch.Tensor
@@ -145,7 +93,7 @@ def roi_grid_intrinsics(intrinsics, boxes, grid_size):
     A box (x0, y0, x1, y1) in Detectron2 coordinates covers [x0 - 0.5, x1 - 0.5] in pixel-centre
     coordinates; grid column j sits at u_j = x0 - 0.5 + (j + 0.5) w / m (w = x1 - x0). That is a
     crop with its left edge at x0 - 0.5 (principal point cx - x0) resized by m / w, so
-    K_grid = scale_intrinsics(K with (cx, cy) -= (x0, y0), m / w, m / h), and a flow of
+    K_grid = scale_intrinsics(crop_intrinsics(K, x0, y0), m / w, m / h), and a flow of
     f grid pixels is f * w / m image pixels.
 
     Args:
@@ -155,10 +103,8 @@ def roi_grid_intrinsics(intrinsics, boxes, grid_size):
         (R, 3, 3) K of the grid.
     """
     widths, heights = _box_sizes(boxes)
-    shifted = intrinsics.clone()
-    shifted[:, 0, 2] = intrinsics[:, 0, 2] - boxes[:, 0]
-    shifted[:, 1, 2] = intrinsics[:, 1, 2] - boxes[:, 1]
-    return scale_intrinsics(shifted, grid_size / widths, grid_size / heights)
+    cropped = crop_intrinsics(intrinsics, boxes[:, 0], boxes[:, 1])
+    return scale_intrinsics(cropped, grid_size / widths, grid_size / heights)
 
 
 def _grid_samples(image, rois, grid_size):
