@@ -34,6 +34,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from motion_rcnn_d2 import add_motion_rcnn_config
+from motion_rcnn_d2.compat import add_optimizer_state, load_optimizer_state
 from motion_rcnn_d2.data import MotionDatasetMapper, prepare_datasets, register_from_arguments
 from motion_rcnn_d2.engine import MotionCheckpointer
 from motion_rcnn_d2.engine.head_stats import HeadStatsHook
@@ -84,16 +85,12 @@ class Trainer(DefaultTrainer):
                                            self.cfg.DIAGNOSTICS.PERIOD))
         return hooks
 
-    def state_dict(self):
-        state = super().state_dict()
-        if "_trainer" not in state:  # Detectron2 builds whose DefaultTrainer saves no optimizer
-            state["optimizer"] = self.optimizer.state_dict()
-        return state
+    def state_dict(self):  # with the optimizer's state on every Detectron2 version
+        return add_optimizer_state(super().state_dict(), self.optimizer)
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
-        if "optimizer" in state_dict:
-            self.optimizer.load_state_dict(state_dict["optimizer"])
+        load_optimizer_state(state_dict, self.optimizer)
 
 
 def load_config(args):

@@ -6,6 +6,8 @@ is built with ``ext_modules=[]`` and has no ``detectron2._C``. Several Detectron
 modules import ``_C`` at import time (deformable convolution, rotated boxes, the
 fast COCO evaluator). :func:`install` puts a stand-in module in their way whose
 every attribute access raises an error that names the operation and the fix.
+Detectron2's current main branch calls its operations as ``torch.ops.detectron2.<op>``
+(registered by ``_C``): without the extension the same stand-in answers there.
 Nothing this plugin uses needs ``_C``: ROIAlign and NMS come from torchvision,
 COCO AP from pycocotools' ``COCOeval``.
 
@@ -13,13 +15,19 @@ Pillow >= 10 removed ``Image.LINEAR`` (an alias of ``Image.BILINEAR``) which
 Detectron2 0.6 uses as a default argument; it is restored.
 
 On a full Detectron2 build and an old Pillow, :func:`install` changes nothing.
+
+Two differences between Detectron2 versions that the engine meets are bridged here too:
+:func:`set_local_process_group` (0.6 has no ``comm.create_local_process_group``) and
+:func:`add_optimizer_state` / :func:`load_optimizer_state` (0.6's ``DefaultTrainer.state_dict``
+holds no optimizer state; later versions keep it under ``"_trainer"``).
 """
 import importlib
 import importlib.util
 import sys
 import types
 
-__all__ = ["install", "HAS_D2_EXTENSION"]
+__all__ = ["install", "HAS_D2_EXTENSION", "set_local_process_group", "add_optimizer_state",
+           "load_optimizer_state"]
 
 HAS_D2_EXTENSION = True
 
@@ -35,8 +43,8 @@ _BUILD_INFO = {
 
 
 class _MissingExtension(types.ModuleType):
-    """Stand-in for ``detectron2._C``: build-info queries answer "not built"; any operation
-    raises a clear ``RuntimeError``."""
+    """Stand-in for ``detectron2._C`` (and ``torch.ops.detectron2``): build-info queries
+    answer "not built"; any operation raises a clear ``RuntimeError``."""
 
     def __getattr__(self, name):
         if name.startswith("__"):
@@ -44,7 +52,7 @@ class _MissingExtension(types.ModuleType):
         if name in _BUILD_INFO:
             return _BUILD_INFO[name]
         raise RuntimeError(
-            f"detectron2._C.{name} is a C++/CUDA operation of Detectron2, but the "
+            f"{self.__name__}.{name} is a C++/CUDA operation of Detectron2, but the "
             "installed Detectron2 was built without its C++ extension (the PyPI "
             "'pb1-detectron2' fallback). Install Detectron2 from its repository "
             "(pip install --no-build-isolation 'git+https://github.com/"
@@ -75,3 +83,43 @@ def install() -> None:
     stand_in = _MissingExtension("detectron2._C")
     sys.modules["detectron2._C"] = stand_in
     detectron2._C = stand_in
+    import torch
+
+    # Detectron2 main: torch.ops.detectron2.<op> (no op of that namespace is registered here)
+    torch.ops.detectron2 = _MissingExtension("torch.ops.detectron2")
+
+
+def set_local_process_group(num_processes_per_machine):
+    """Detectron2's group of the processes on this machine (``comm.get_local_rank/size``), in an
+    initialised process group whose ranks are numbered machine by machine.
+
+    Detectron2 after 0.6: ``comm.create_local_process_group``. 0.6: every process creates
+    every machine's group, in the same order, and keeps its own as ``comm._LOCAL_PROCESS_GROUP``
+    (what 0.6's own launcher does).
+    """
+    import torch.distributed as dist
+    from detectron2.utils import comm
+
+    if hasattr(comm, "create_local_process_group"):
+        comm.create_local_process_group(num_processes_per_machine)
+        return
+    machine = dist.get_rank() // num_processes_per_machine
+    for i in range(dist.get_world_size() // num_processes_per_machine):
+        ranks = list(range(i * num_processes_per_machine, (i + 1) * num_processes_per_machine))
+        group = dist.new_group(ranks)
+        if i == machine:
+            comm._LOCAL_PROCESS_GROUP = group
+
+
+def add_optimizer_state(trainer_state, optimizer):
+    """``DefaultTrainer.state_dict()`` with the optimizer's state: 0.6 saves none (it is added
+    as "optimizer"); later versions already hold it under "_trainer". Returns the dict."""
+    if "_trainer" not in trainer_state:
+        trainer_state["optimizer"] = optimizer.state_dict()
+    return trainer_state
+
+
+def load_optimizer_state(trainer_state, optimizer):
+    """Restore what :func:`add_optimizer_state` added (later versions restore their own)."""
+    if "optimizer" in trainer_state:
+        optimizer.load_state_dict(trainer_state["optimizer"])

@@ -81,6 +81,11 @@ def test_killed_run_resumes_from_its_last_checkpoint(runs):
     assert f"Starting training from iteration {iteration + 1}" in log
 
 
+def _optimizer_state(trainer_state):
+    """Detectron2 0.6 (our Trainer adds it) or later (DefaultTrainer keeps it under _trainer)."""
+    return trainer_state.get("optimizer") or trainer_state["_trainer"]["optimizer"]
+
+
 def test_resumed_run_ends_with_the_uninterrupted_state(runs):
     full, killed, _, _ = runs
     a, b = _load(full / "model_final.pth"), _load(killed / "model_final.pth")
@@ -91,7 +96,7 @@ def test_resumed_run_ends_with_the_uninterrupted_state(runs):
                                    msg=key)
     # optimizer (AdamW in the quick schedule): every state tensor (moments, step) and the
     # learning rate of every parameter group
-    opt_a, opt_b = a["trainer"]["optimizer"], b["trainer"]["optimizer"]
+    opt_a, opt_b = (_optimizer_state(x["trainer"]) for x in (a, b))
     assert [g["lr"] for g in opt_a["param_groups"]] == [g["lr"] for g in opt_b["param_groups"]]
     assert opt_a["state"].keys() == opt_b["state"].keys() and opt_a["state"]
     for key, state in opt_a["state"].items():

@@ -24,6 +24,8 @@ from detectron2.engine import defaults as d2_defaults
 from detectron2.engine import launch as d2_launch
 from detectron2.utils import comm
 
+from ..compat import set_local_process_group
+
 __all__ = ["launch", "create_ddp_model", "cpu_ddp_support", "DEFAULT_TIMEOUT"]
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
@@ -70,19 +72,6 @@ def launch(main_func, num_processes_per_machine, num_machines=1, machine_rank=0,
                    args, timeout))
 
 
-def _set_local_process_group(num_processes_per_machine):
-    """Detectron2's group of the processes on this machine (comm.get_local_rank/size)."""
-    if hasattr(comm, "create_local_process_group"):  # Detectron2 after 0.6
-        comm.create_local_process_group(num_processes_per_machine)
-        return
-    machine = dist.get_rank() // num_processes_per_machine
-    for i in range(dist.get_world_size() // num_processes_per_machine):
-        ranks = list(range(i * num_processes_per_machine, (i + 1) * num_processes_per_machine))
-        group = dist.new_group(ranks)  # every process creates every group, in the same order
-        if i == machine:
-            comm._LOCAL_PROCESS_GROUP = group
-
-
 def _cpu_worker(local_rank, main_func, world_size, num_processes_per_machine, machine_rank,
                 dist_url, args, timeout):
     rank = machine_rank * num_processes_per_machine + local_rank
@@ -92,7 +81,7 @@ def _cpu_worker(local_rank, main_func, world_size, num_processes_per_machine, ma
     except Exception:
         logging.getLogger(__name__).error("Process group URL: %s", dist_url)
         raise
-    _set_local_process_group(num_processes_per_machine)
+    set_local_process_group(num_processes_per_machine)
     # the processes of one machine share its cores instead of each starting one thread per core
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // num_processes_per_machine))
     comm.synchronize()
