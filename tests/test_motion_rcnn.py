@@ -194,3 +194,23 @@ def test_nearest_resize_of_depth_for_the_original_size():
     assert "pred_rotations" not in out["instances"].get_fields()
     assert float(cam["moving_score"]) > 0.5 and float(flow.abs().max()) > 1.0
     assert torch.allclose(out["flow"], flow[0], atol=1e-3)
+
+
+def test_batch_background_is_outside_every_mask_and_false_in_the_padding():
+    from detectron2.structures import BitMasks, ImageList, Instances
+
+    from motion_rcnn_d2.modeling.meta_arch.frame_pairs import batch_background
+
+    images = ImageList(torch.zeros(2, 3, 6, 8), [(6, 8), (4, 5)])
+    masks = torch.zeros(2, 6, 8, dtype=torch.bool)
+    masks[0, 1:3, 2:4] = True
+    masks[1, 4:6, 6:8] = True
+    with_masks = Instances((6, 8), gt_masks=BitMasks(masks))
+    none = Instances((4, 5), gt_masks=BitMasks(torch.zeros(0, 4, 5, dtype=torch.bool)))
+    out = batch_background([with_masks, none], images)
+    expected = torch.ones(2, 6, 8, dtype=torch.bool)
+    expected[0] &= ~masks.any(dim=0)
+    expected[1, 4:, :] = False
+    expected[1, :, 5:] = False
+    assert torch.equal(out, expected)
+    assert torch.equal(batch_background(None, images)[0], torch.ones(6, 8, dtype=torch.bool))

@@ -8,6 +8,7 @@ Used by MotionRCNN, FlowNetS and SfM-Net:
 - `batch_frames`: both frames of each pair, normalised and stacked (6 channels), plus the raw
   frames in [0, 1] (for photometric losses);
 - `batch_flow_targets`: GT flow and its validity, padded like the frames (padding invalid);
+- `batch_background`: where no GT instance mask is, padded like the frames;
 - `output_size`, `resize_flow`, `resize_map`: crop padded maps and resize them to the original
   image size (flow vectors scaled with the resize; depth and masks keep their units).
 
@@ -19,13 +20,14 @@ image size.
 import torch
 import torch.nn.functional as F
 from detectron2.modeling.postprocessing import sem_seg_postprocess
-from detectron2.structures import ImageList
+from detectron2.structures import BitMasks, ImageList
 
 __all__ = [
     "require_key",
     "batch_frames",
     "batch_tensors",
     "batch_flow_targets",
+    "batch_background",
     "output_size",
     "resize_flow",
     "resize_map",
@@ -99,6 +101,22 @@ def batch_flow_targets(batched_inputs, size_divisibility, device):
     flow = batch_tensors(flows, size_divisibility, device).tensor
     valid = batch_tensors(valids, size_divisibility, device).tensor[:, 0] > 0.5
     return flow, valid
+
+
+def batch_background(gt_instances, images):
+    """(B, H, W) bool: True outside every GT instance mask of each image, False in the padding
+    of the ImageList `images` (the batched network input); gt_instances None = no instances."""
+    size = images.tensor.shape[-2:]
+    out = []
+    for (height, width), inst in zip(images.image_sizes, gt_instances or [None] * len(images)):
+        union = torch.zeros(height, width, dtype=torch.bool, device=images.tensor.device)
+        if inst is not None and len(inst):
+            masks = inst.gt_masks
+            if not isinstance(masks, BitMasks):
+                masks = BitMasks.from_polygon_masks(masks, height, width)
+            union = masks.tensor.to(union.device).any(dim=0)
+        out.append(F.pad(~union, (0, size[1] - width, 0, size[0] - height)))
+    return torch.stack(out)
 
 
 def output_size(batched_input, image_size):

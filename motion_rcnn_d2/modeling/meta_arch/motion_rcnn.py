@@ -39,7 +39,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN, build_backb
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.modeling.proposal_generator import build_proposal_generator
 from detectron2.modeling.roi_heads import build_roi_heads
-from detectron2.structures import BitMasks, ImageList, Instances
+from detectron2.structures import ImageList, Instances
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
@@ -55,14 +55,9 @@ from ..camera_head import build_camera_motion_head
 from ..layers import xyz_and_change
 from ..motion import MOTION_CAMERA_KEY, MOTION_XYZ_KEY, check_supervision, gated_motion
 from ..motion_losses import FlowSupervision, camera_flow_loss
-from .frame_pairs import batch_flow_targets, batch_tensors, require_key
+from .frame_pairs import batch_background, batch_flow_targets, batch_tensors, require_key
 
 __all__ = ["MotionRCNN"]
-
-
-def _pad_to(tensor, size):
-    """Zero-pad the last two dims of `tensor` at the bottom/right to `size` (H, W)."""
-    return F.pad(tensor, (0, size[1] - tensor.shape[-1], 0, size[0] - tensor.shape[-2]))
 
 
 @META_ARCH_REGISTRY.register()
@@ -270,21 +265,6 @@ class MotionRCNN(GeneralizedRCNN):
             flow=flow, flow_valid=flow_valid, camera_rotation=rotation,
             camera_translation=translation)
 
-    @staticmethod
-    def _background(gt_instances, images):
-        """(B, H, W) bool: True outside every GT instance mask (padded to the batch size)."""
-        size = images.tensor.shape[-2:]
-        out = []
-        for (height, width), inst in zip(images.image_sizes, gt_instances or [None] * len(images)):
-            union = torch.zeros(height, width, dtype=torch.bool, device=images.tensor.device)
-            if inst is not None and len(inst):
-                masks = inst.gt_masks
-                if not isinstance(masks, BitMasks):
-                    masks = BitMasks.from_polygon_masks(masks, height, width)
-                union = masks.tensor.to(union.device).any(dim=0)
-            out.append(_pad_to(~union, size))
-        return torch.stack(out)
-
     def _stacked(self, dicts, key, dtype):
         return torch.stack([torch.as_tensor(d[key], dtype=dtype, device=self.device)
                             for d in dicts])
@@ -301,7 +281,7 @@ class MotionRCNN(GeneralizedRCNN):
                     ("moving", torch.bool)))))
         if flow_targets is not None:
             losses["loss_flow_cam"] = self.camera_flow_loss_weight * camera_flow_loss(
-                flow_targets, self._background(gt_instances, images))
+                flow_targets, batch_background(gt_instances, images))
         return losses
 
     # -------------------------------------------------------------- inference
