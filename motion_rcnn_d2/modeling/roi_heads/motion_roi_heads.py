@@ -258,6 +258,9 @@ class MotionROIHeads(MotionHeadMixin, StandardROIHeads):
                 flow_targets: Optional[FlowSupervision] = None):
         """As StandardROIHeads.forward; in training with the motion head also the motion losses
         (`flow_targets` is needed for flow supervision)."""
+        # Training spells out the parent's steps (each one its own call): _forward_box and
+        # _forward_mask keep the box features and the mask logits to themselves, and the motion
+        # head needs both (IN_FEATURES "box", flow supervision).
         if not (self.training and self.motion_on):
             return super().forward(images, features, proposals, targets)
         if not targets:
@@ -317,6 +320,8 @@ class MotionRes5ROIHeads(MotionHeadMixin, Res5ROIHeads):
                 proposals: List[Instances], targets: Optional[List[Instances]] = None,
                 flow_targets: Optional[FlowSupervision] = None):
         """As Res5ROIHeads.forward; in training with the motion head also the motion losses."""
+        # Training spelled out for the same reason as MotionROIHeads.forward: the shared res5
+        # features of the foreground RoIs feed the mask head and the motion head.
         if not (self.training and self.motion_on):
             return super().forward(images, features, proposals, targets)
         if not targets:
