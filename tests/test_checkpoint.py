@@ -14,7 +14,7 @@ from torch import nn
 
 from motion_rcnn_d2 import add_motion_rcnn_config
 from motion_rcnn_d2.engine import MotionCheckpointer
-from motion_rcnn_d2.engine.checkpoint import convert_torchvision_resnet_names, inflate_stem_weight
+from motion_rcnn_d2.engine.weights import convert_torchvision_resnet_names, inflate_stem_weight
 
 
 def make_cfg(depth=18, name="build_resnet_c6_backbone", **resnets):
