@@ -3,7 +3,7 @@ import numpy as np
 import torch
 from detectron2.engine import DefaultPredictor
 
-from ..data.mapper import PairGeometry
+from ..data.pair_geometry import PairGeometry
 from ..geometry import check_intrinsics
 from .checkpoint import MotionCheckpointer
 
