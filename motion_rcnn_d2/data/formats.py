@@ -19,6 +19,9 @@ Encodings (``f`` a flow component in pixels, ``d`` a depth in metres):
   B = 0 marks invalid pixels (written as 1 where valid; any non-zero B reads valid).
 - KITTI 2015 flow PNG: uint16 R, G, B = (u, v, valid) with value = f * 64 + 2^15.
 - KITTI 2015 disparity PNG: uint16, disparity = value / 256 px, 0 = invalid.
+
+Every writer writes to a temporary name beside the target and renames it (os.replace): a reader
+never sees a half-written file.
 - instance / object map PNG (Virtual KITTI 2 ``instancegt``, KITTI 2015 ``obj_map``):
   one channel, 8 or 16 bit, or 8-bit palette (read as palette indices, through Pillow,
   because OpenCV turns palette images into colours).
@@ -46,6 +49,7 @@ __all__ = [
     "read_flo",
     "write_flo",
     "read_kitti_disparity_png",
+    "write_kitti_disparity_png",
     "read_instance_png",
 ]
 
@@ -127,13 +131,23 @@ def _imdecode_capturing_stderr(buffer, flags):
 
 
 def _write_image(path, array):
+    """cv2.imwrite to a temporary name with the same extension, then os.replace onto ``path``."""
     path = os.fspath(path)
     parent = os.path.dirname(path)
     if parent:
         os.makedirs(parent, exist_ok=True)
-    if not cv2.imwrite(path, array):
+    stem, extension = os.path.splitext(path)
+    tmp = f"{stem}.tmp{os.getpid()}{extension}"
+    try:
+        written = cv2.imwrite(tmp, array)
+    except cv2.error:
+        written = False
+    if not written:
+        if os.path.exists(tmp):
+            os.remove(tmp)
         raise OSError(
             f"Could not write image file '{path}' (unwritable path or unknown extension).")
+    os.replace(tmp, path)
 
 
 def _expect(path, array, dtype, channels, what):
@@ -253,6 +267,18 @@ def read_kitti_disparity_png(path):
     raw = _decode(path, cv2.IMREAD_UNCHANGED)
     _expect(path, raw, np.uint16, 1, "16-bit KITTI disparity PNG")
     return raw.astype(np.float32) / np.float32(256.0)
+
+
+def write_kitti_disparity_png(path, disparity):
+    """Write HxW disparities (px) as a KITTI disparity PNG: value = round(d * 256), at least 1
+    where d > 0 and finite (the devkit's max(d * 256, 1)), 0 (invalid) elsewhere."""
+    disparity = np.asarray(disparity, dtype=np.float64)
+    if disparity.ndim != 2:
+        raise ValueError(f"write_kitti_disparity_png('{path}'): disparity must be HxW, got "
+                         f"shape {disparity.shape}.")
+    valid = np.isfinite(disparity) & (disparity > 0)
+    raw = np.clip(np.round(np.where(valid, disparity, 0.0) * 256.0), 1, _U16_MAX)
+    _write_image(path, np.where(valid, raw, 0).astype(np.uint16))
 
 
 def read_instance_png(path):

@@ -4,6 +4,7 @@ from .builtin import (
     prepare_datasets,
     register_from_arguments,
     register_all_motion_datasets,
+    register_kitti2015,
     register_motion_dataset,
 )
 from .kitti2015 import load_kitti2015
@@ -24,5 +25,6 @@ __all__ = [
     "prepare_datasets",
     "register_from_arguments",
     "register_all_motion_datasets",
+    "register_kitti2015",
     "register_motion_dataset",
 ]

@@ -33,7 +33,8 @@ from .synthetic import ensure_synthetic_world, load_synthetic
 from .vkitti1 import load_vkitti1
 from .vkitti2 import load_vkitti2
 
-__all__ = ["register_motion_dataset", "register_all_motion_datasets", "datasets_root",
+__all__ = ["register_motion_dataset", "register_kitti2015", "register_all_motion_datasets",
+           "datasets_root",
            "prepare_datasets", "register_from_arguments",
            "DEFAULT_CLASSES", "THESIS_NUM_VAL", "SYNTHETIC_VAL_FRACTION"]
 
@@ -83,6 +84,26 @@ def register_motion_dataset(name, root, variant="clone", split=None, classes=DEF
     _register(name, load, classes, dataset_root=root, split=split)
 
 
+def register_kitti2015(name, root, split="training", disparity_dir=None, disparity_next_dir=None,
+                       classes=DEFAULT_CLASSES):
+    """Register a copy of KITTI 2015 scene flow (see ``kitti2015.py``) as ``name``.
+
+    Args:
+        root: the folder holding ``training/`` and ``testing/``.
+        split: "training" (GT flow, disparities and obj_map: `KittiSceneFlowEvaluator` runs on
+            it) or "testing".
+        disparity_dir: the disparities for the depth of frame t (``%06d_10.png``, KITTI 16-bit;
+            relative to ``root/<split>`` or absolute), e.g. a stereo method's output; default
+            ``disp_occ_0`` (GT, sparse) on the training set.
+        disparity_next_dir: disparities of frame t+1 in its own view (``%06d_11.png``), or None.
+    """
+    def load():
+        return load_kitti2015(root, classes, name, split, disparity_dir, disparity_next_dir)
+
+    _register(name, load, classes, dataset_root=root, split=split,
+              kitti_scene_flow=split == "training")
+
+
 def _builtin_loader(name, kind, split):
     def load():
         root = os.path.join(datasets_root(), kind)
@@ -130,7 +151,7 @@ def register_all_motion_datasets():
     for name, (kind, split) in _BUILTIN.items():
         if name not in registered:
             _register(name, _builtin_loader(name, kind, split), DEFAULT_CLASSES, split=split,
-                      dataset_folder=kind)
+                      dataset_folder=kind, kitti_scene_flow=kind == "kitti2015")
 
 
 def prepare_datasets(names):
