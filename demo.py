@@ -13,8 +13,10 @@ Per pair, named after its image id: ``*_instances.png`` (Detectron2's Visualizer
 object's speed in m per frame, rotation in degrees, moving or still, and the camera motion),
 ``*_flow.png`` (torchvision's flow_to_image), ``*_flow_error.png`` (KITTI's error colouring,
 when there is GT flow), ``*_flow.flo`` and ``*_flow_kitti.png`` (the predicted flow),
-``*_motions.json`` (all motions) and ``*_combined.png`` (frame, instances, predicted flow,
-GT flow, error, stacked). Depth files are Virtual KITTI's uint16 PNGs in centimetres.
+``*_motions.json`` (all motions), ``*_combined.png`` (frame, instances, predicted flow,
+GT flow, error, stacked) and, for Motion R-CNN and SfM-Net, the 3D result: ``*_points.npy``,
+``*_scene_flow.npy`` (H x W x 3 metres, camera t, NaN where depth is invalid) and
+``*_points.ply`` (coloured point cloud; motion_rcnn_d2/utils/scene_flow_files.py). Depth files are Virtual KITTI's uint16 PNGs in centimetres.
 """
 import argparse
 import json
@@ -37,6 +39,7 @@ from motion_rcnn_d2 import MotionDatasetMapper, MotionPredictor, add_motion_rcnn
 from motion_rcnn_d2.data import formats, prepare_datasets  # noqa: E402
 from motion_rcnn_d2.data.datasets import load_vkitti2_sequence  # noqa: E402
 from motion_rcnn_d2.geometry import flow_metrics  # noqa: E402
+from motion_rcnn_d2.utils.scene_flow_files import write_scene_flow  # noqa: E402
 from motion_rcnn_d2.utils.visualizer import (  # noqa: E402
     draw_motions,
     flow_error_picture,
@@ -164,6 +167,7 @@ def write_pair(out_dir, name, image_bgr, output, gt, metadata):
         valid = None if valid is None else valid.cpu().numpy()
         _write_atomic(path + "_flow_kitti.png",
                       lambda p: formats.write_kitti_flow_png(p, flow_hw2, valid))
+    write_scene_flow(path, output, image_bgr)  # 3D points and scene flow (.npy, .ply)
     _write_atomic(path + "_instances.png", lambda p: cv2.imwrite(p, instances_pic[:, :, ::-1]))
     combined = np.concatenate(rows, axis=0)
     _write_atomic(path + "_combined.png", lambda p: cv2.imwrite(p, combined[:, :, ::-1]))

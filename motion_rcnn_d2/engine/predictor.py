@@ -32,6 +32,7 @@ class MotionPredictor(DefaultPredictor):
         predictor = MotionPredictor(cfg)
         out = predictor(frame_t, frame_t1, depth, K)
         out["instances"], out["camera_motion"], out["flow"]
+        out["points"], out["scene_flow"]  # 3D: (3, H, W) m, camera t, NaN where depth is invalid
     """
 
     def __init__(self, cfg):
@@ -53,7 +54,10 @@ class MotionPredictor(DefaultPredictor):
             intrinsics: 3x3 K of the given frames (pixels).
             depth_next: optional HxW depth of frame t+1.
         Returns:
-            the model's output dict for the pair (docs/method.md section 10).
+            the model's output dict for the pair (docs/method.md section 10); Motion R-CNN and
+            SfM-Net include "points" (P at t) and "scene_flow" (its 3D displacement), (3, H, W)
+            metres in camera-t coordinates, NaN where depth is invalid, from the same
+            composition as "flow" (utils/scene_flow_files.py writes them).
         """
         if image_next is None:
             raise TypeError(

@@ -142,16 +142,22 @@ def _moved_points(depth, intrinsics, masks, rotations, translations, pivots, cam
     return points, moved, depth_valid
 
 
-def _flow_from_points(moved, intrinsics, depth_valid, eps):
+def _flow_from_points(points, moved, intrinsics, depth_valid, eps, with_points=False):
+    """(flow, valid), and with `with_points` also P and P'' - P, NaN where depth is invalid."""
     _, _, height, width = moved.shape
     pixels, proj_valid = project(moved, intrinsics, eps=eps)
     valid = depth_valid & proj_valid
     flow = pixels - pixel_grid(height, width, device=moved.device, dtype=moved.dtype)
-    return torch.where(valid[:, None], flow, torch.zeros_like(flow)), valid
+    flow = torch.where(valid[:, None], flow, torch.zeros_like(flow))
+    if not with_points:
+        return flow, valid
+    nan = torch.full_like(points, float("nan"))
+    keep = depth_valid[:, None]
+    return flow, valid, torch.where(keep, points, nan), torch.where(keep, moved - points, nan)
 
 
 def compose_flow(depth, intrinsics, masks=None, rotations=None, translations=None, pivots=None,
-                 camera_rotation=None, camera_translation=None, eps=1e-6):
+                 camera_rotation=None, camera_translation=None, eps=1e-6, with_points=False):
     """Optical flow from depth, (soft) instance masks, object motions and camera motion
     (module docstring equations). Differentiable w.r.t. all tensor inputs.
 
@@ -163,17 +169,21 @@ def compose_flow(depth, intrinsics, masks=None, rotations=None, translations=Non
         translations, pivots: (B, N, 3) metres (None = 0).
         camera_rotation: (B, 3, 3) (None = identity); camera_translation: (B, 3) metres (None = 0).
         eps: minimum Z'' in metres for a valid projection.
+        with_points: also return the 3D result of the same composition.
     Returns:
         flow: (B, 2, H, W) pixels (u, v), 0 where invalid; valid: (B, H, W) bool
-        (depth > 0, finite, Z'' > eps).
+        (depth > 0, finite, Z'' > eps). With `with_points` also points P (B, 3, H, W) and scene
+        flow P'' - P (B, 3, H, W), metres in camera-t coordinates, NaN where depth is invalid;
+        where `valid`, K (P + scene flow) projects exactly to pixel + flow.
     """
-    _, moved, depth_valid = _moved_points(depth, intrinsics, masks, rotations, translations, pivots,
-                                          camera_rotation, camera_translation)
-    return _flow_from_points(moved, intrinsics, depth_valid, eps)
+    points, moved, depth_valid = _moved_points(depth, intrinsics, masks, rotations, translations,
+                                               pivots, camera_rotation, camera_translation)
+    return _flow_from_points(points, moved, intrinsics, depth_valid, eps, with_points)
 
 
 def compose_flow_indexed(depth, intrinsics, instance_index, rotations, translations, pivots,
-                         camera_rotation=None, camera_translation=None, eps=1e-6):
+                         camera_rotation=None, camera_translation=None, eps=1e-6,
+                         with_points=False):
     """Optical flow with one instance per pixel (inference path, O(H W) in N).
 
     Equal to `compose_flow` with one-hot binary masks m_k(x) = [index(x) == k]: each pixel
@@ -185,9 +195,10 @@ def compose_flow_indexed(depth, intrinsics, instance_index, rotations, translati
         instance_index: (B, H, W) int64, -1 = background, otherwise an index into N.
         rotations: (B, N, 3, 3); translations, pivots: (B, N, 3) metres.
         camera_rotation: (B, 3, 3) or None; camera_translation: (B, 3) metres or None.
-        eps: minimum Z'' in metres.
+        eps: minimum Z'' in metres. with_points: as in `compose_flow`.
     Returns:
-        flow: (B, 2, H, W) pixels, 0 where invalid; valid: (B, H, W) bool.
+        flow: (B, 2, H, W) pixels, 0 where invalid; valid: (B, H, W) bool; with `with_points`
+        also points and scene flow as in `compose_flow`.
     """
     bsz, num = rotations.shape[:2]
     if instance_index.shape != (bsz,) + tuple(depth.shape[2:]):
@@ -205,7 +216,7 @@ def compose_flow_indexed(depth, intrinsics, instance_index, rotations, translati
     per_pixel = gathered.transpose(1, 2).reshape(bsz, 12, height, width)
     moved = _apply_affine(points, per_pixel)
     moved = _camera_or_identity(moved, camera_rotation, camera_translation)
-    return _flow_from_points(moved, intrinsics, depth_valid, eps)
+    return _flow_from_points(points, moved, intrinsics, depth_valid, eps, with_points)
 
 
 def instance_index_from_masks(masks, scores, chunk_size=8):
@@ -252,18 +263,20 @@ def scene_flow(depth, intrinsics, masks=None, rotations=None, translations=None,
     return torch.where(depth_valid[:, None], delta, torch.zeros_like(delta)), depth_valid
 
 
-def camera_flow(depth, intrinsics, camera_rotation, camera_translation, eps=1e-6):
+def camera_flow(depth, intrinsics, camera_rotation, camera_translation, eps=1e-6,
+                with_points=False):
     """Optical flow of a static scene under camera motion only: `compose_flow` without masks,
     P'' = R_cam P + t_cam.
 
     Args:
         depth: (B, 1, H, W) metres; intrinsics: (B, 3, 3); camera_rotation: (B, 3, 3);
-        camera_translation: (B, 3) metres.
+        camera_translation: (B, 3) metres. with_points: as in `compose_flow`.
     Returns:
-        flow: (B, 2, H, W) pixels, 0 where invalid; valid: (B, H, W) bool.
+        flow: (B, 2, H, W) pixels, 0 where invalid; valid: (B, H, W) bool (and with
+        `with_points` points and scene flow as in `compose_flow`).
     """
     return compose_flow(depth, intrinsics, camera_rotation=camera_rotation,
-                        camera_translation=camera_translation, eps=eps)
+                        camera_translation=camera_translation, eps=eps, with_points=with_points)
 
 
 def warp_backward(image, flow):

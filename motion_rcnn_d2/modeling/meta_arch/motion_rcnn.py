@@ -12,8 +12,9 @@ XYZ_t+1 = backproject(depth_next or depth, K), divided by XYZ_SCALE, 0 where dep
 Output (docs/method.md section 10): "instances" at the original size with pred_boxes, scores,
 pred_classes, pred_masks and, with the motion head, pred_rotations, pred_translations,
 pred_pivots, pred_moving_scores; "camera_motion" {"rotation", "translation", "moving_score"}
-with the camera head; "flow" (2xHxW px) and "flow_valid" (HxW) at the original size when
-FLOW_OUTPUT (and there is a motion to compose). Motions are gated: an instance or camera whose
+with the camera head; "flow" (2xHxW px), "flow_valid" (HxW), "points" (3xHxW, P = d K^-1 x) and
+"scene_flow" (3xHxW, P'' - P; both metres in camera-t coordinates, NaN where depth is invalid) at
+the original size when FLOW_OUTPUT (and there is a motion to compose). Motions are gated: an instance or camera whose
 moving probability is <= MOVING_THRESHOLD gets R = I, t = 0 (pivots are kept). The flow is
 `geometry.compose_flow_indexed` of these motions with the binary masks (the higher-scoring
 detection wins where masks overlap), on the depth resized to the original size (nearest) with
@@ -322,13 +323,13 @@ class MotionRCNN(GeneralizedRCNN):
                 instances.pred_rotations, instances.pred_translations,
                 instances.pred_moving_scores > self.moving_threshold)
         if self.flow_output and (self.motion_on or camera is not None):
-            out["flow"], out["flow_valid"] = self._output_flow(
+            out["flow"], out["flow_valid"], out["points"], out["scene_flow"] = self._output_flow(
                 x, instances, image_size, (height, width), camera_rotation, camera_translation)
         return out
 
     def _output_flow(self, x, instances, image_size, output_size, camera_rotation,
                      camera_translation):
-        """Flow (2, H, W) and valid (H, W) at the original size `output_size`."""
+        """Flow (2, H, W), valid (H, W), points and scene flow (3, H, W) at `output_size`."""
         why = ("MODEL.MOTION_RCNN.FLOW_OUTPUT (provide depth, 1xHxW metres, or set FLOW_OUTPUT "
                "False)")
         depth = self._require(x, "depth", why).to(self.device, torch.float32)[None]
@@ -340,10 +341,11 @@ class MotionRCNN(GeneralizedRCNN):
         cam_t = None if camera_translation is None else camera_translation[None]
         if self.motion_on:
             index = instance_index_from_masks(instances.pred_masks, instances.scores)
-            flow, valid = compose_flow_indexed(
+            result = compose_flow_indexed(
                 depth, intrinsics, index[None], instances.pred_rotations[None],
-                instances.pred_translations[None], instances.pred_pivots[None], cam_r, cam_t)
+                instances.pred_translations[None], instances.pred_pivots[None], cam_r, cam_t,
+                with_points=True)
         else:
-            flow, valid = camera_flow(depth, intrinsics, cam_r, cam_t)
-        return flow[0], valid[0]
+            result = camera_flow(depth, intrinsics, cam_r, cam_t, with_points=True)
+        return tuple(r[0] for r in result)
 

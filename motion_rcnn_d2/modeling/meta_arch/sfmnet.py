@@ -26,7 +26,9 @@ The defaults (config.py) are photometric 1.0, each smoothness 0.01, supervision 
 SfM-Net paper does not publish its weights.
 
 Inference output per pair, at the original size (height, width): "flow" (2, H, W) px,
-"flow_valid" (H, W), "depth" (1, H, W) m, "masks" (N, H, W), "camera_motion" {"rotation" (3, 3),
+"flow_valid" (H, W), "points" and "scene_flow" (3, H, W) (P and P'' - P, metres, camera-t
+coordinates, NaN where depth is invalid), "depth" (1, H, W) m, "masks" (N, H, W),
+"camera_motion" {"rotation" (3, 3),
 "translation" (3,)}, "motions" {"rotations" (N, 3, 3), "translations" (N, 3), "pivots" (N, 3)}.
 When the network input was resized, depth and masks are resized to the original size (bilinear;
 nearest for a given depth with its invalid zeros), K is rescaled (geometry.scale_intrinsics) and
@@ -133,15 +135,18 @@ class SfMNet(nn.Module):
                 USE_GT_DEPTH.
         Returns:
             dict: "depth" (B, 1, H, W) m, "masks" (B, N, H, W), "flow" (B, 2, H, W) px,
-            "flow_valid" (B, H, W) bool, and the motions of MotionNetwork.
+            "flow_valid" (B, H, W) bool, "points" and "scene_flow" (B, 3, H, W) m (NaN where
+            depth is invalid), and the motions of MotionNetwork.
         """
         masks, motions = self.motion_network(images)
         depth = given_depth if self.use_gt_depth else self.structure_network(images[:, :3])
-        flow, valid = compose_flow(
+        flow, valid, points, scene_flow = compose_flow(
             depth, intrinsics, masks, motions["rotations"], motions["translations"],
             motions["pivots"], motions["camera_rotation"], motions["camera_translation"],
+            with_points=True,
         )
-        return dict(motions, depth=depth, masks=masks, flow=flow, flow_valid=valid)
+        return dict(motions, depth=depth, masks=masks, flow=flow, flow_valid=valid, points=points,
+                    scene_flow=scene_flow)
 
     def forward(self, batched_inputs):
         """
@@ -209,18 +214,21 @@ class SfMNet(nn.Module):
         depth = resize_map(pred["depth"][i], image_size, height, width, mode=depth_mode)
         masks = resize_map(pred["masks"][i], image_size, height, width)
         if (h, w) == (height, width):
-            flow, valid = pred["flow"][i, :, :h, :w], pred["flow_valid"][i, :h, :w]
+            flow, valid, points, scene_flow = (pred[k][i, ..., :h, :w] for k in (
+                "flow", "flow_valid", "points", "scene_flow"))
         else:
             k = scale_intrinsics(intrinsics, width / w, height / h)
-            flow, valid = compose_flow(
+            flow, valid, points, scene_flow = (r[0] for r in compose_flow(
                 depth[None], k[None], masks[None], pred["rotations"][i: i + 1],
                 pred["translations"][i: i + 1], pred["pivots"][i: i + 1],
                 pred["camera_rotation"][i: i + 1], pred["camera_translation"][i: i + 1],
-            )
-            flow, valid = flow[0], valid[0]
+                with_points=True,
+            ))
         return {
             "flow": flow,
             "flow_valid": valid,
+            "points": points,
+            "scene_flow": scene_flow,
             "depth": depth,
             "masks": masks,
             "camera_motion": {"rotation": pred["camera_rotation"][i],
