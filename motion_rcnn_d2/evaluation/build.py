@@ -1,5 +1,6 @@
-"""The evaluators of a data set: `MotionEvaluator`, plus Detectron2's `COCOEvaluator` (box and
-mask AP) where the data set has instance annotations and the model predicts instances."""
+"""The evaluators of a data set: `MotionEvaluator`, `KittiSceneFlowEvaluator` on KITTI 2015 (with
+its ground truth), and Detectron2's `COCOEvaluator` (box and mask AP) where the data set has
+instance annotations and the model predicts instances."""
 import logging
 import os
 
@@ -9,6 +10,7 @@ from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
 from detectron2.utils import comm
 
 from .. import compat
+from .kitti_evaluator import KittiSceneFlowEvaluator
 from .motion_evaluator import MotionEvaluator
 
 __all__ = ["build_motion_evaluators", "has_instance_annotations"]
@@ -46,7 +48,9 @@ def _fresh_coco_json(dataset_name, output_folder):
 def build_motion_evaluators(cfg, dataset_name, output_folder):
     """Evaluators for `dataset_name` (for a trainer's ``build_evaluator``).
 
-    Always a `MotionEvaluator` (moving threshold cfg.MODEL.MOTION_RCNN.MOVING_THRESHOLD). Plus a
+    Always a `MotionEvaluator` (moving threshold cfg.MODEL.MOTION_RCNN.MOVING_THRESHOLD). A
+    `KittiSceneFlowEvaluator` when the data set's metadata has ``kitti_scene_flow`` True
+    (``kitti2015_train``, `register_kitti2015` on the training split). Plus a
     `COCOEvaluator` (tasks "bbox", and "segm" when cfg.MODEL.MASK_ON) when
     cfg.MODEL.META_ARCHITECTURE predicts instances (MotionRCNN) and the data set has instance
     annotations. For a data set without a COCO json file its dicts (RLE segmentations) are converted
@@ -63,6 +67,8 @@ def build_motion_evaluators(cfg, dataset_name, output_folder):
     evaluators = [MotionEvaluator(
         dataset_name, output_dir=output_folder,
         moving_threshold=cfg.MODEL.MOTION_RCNN.MOVING_THRESHOLD)]
+    if MetadataCatalog.get(dataset_name).get("kitti_scene_flow", False):
+        evaluators.append(KittiSceneFlowEvaluator(dataset_name, output_dir=output_folder))
     if cfg.MODEL.META_ARCHITECTURE in INSTANCE_META_ARCHITECTURES and has_instance_annotations(
             dataset_name):
         _fresh_coco_json(dataset_name, output_folder)

@@ -1,0 +1,178 @@
+"""KITTI 2015 scene flow metrics: the devkit's hole filling against a line-by-line transcription
+of its C++ loops, and a hand-made pair whose D1 / D2 / Fl / SF figures are worked out below."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from motion_rcnn_d2 import add_motion_rcnn_config
+from motion_rcnn_d2.data import formats
+from motion_rcnn_d2.evaluation import KittiSceneFlowEvaluator, build_motion_evaluators
+from motion_rcnn_d2.evaluation.kitti_metrics import interpolate_background
+
+
+def devkit_interpolate(values, valid):
+    """io_disp.h / io_flow.h interpolateBackground, pixel loop by pixel loop."""
+    data, ok = np.array(values, dtype=np.float64), np.array(valid, dtype=bool)
+    height, width = ok.shape
+    for v in range(height):
+        count = 0
+        for u in range(width):
+            if ok[v, u]:
+                if count >= 1:
+                    u1, u2 = u - count, u - 1
+                    if u1 > 0 and u2 < width - 1:
+                        data[v, u1:u2 + 1] = np.minimum(data[v, u1 - 1], data[v, u2 + 1])
+                        ok[v, u1:u2 + 1] = True
+                count = 0
+            else:
+                count += 1
+        for u in range(width):
+            if ok[v, u]:
+                data[v, :u], ok[v, :u] = data[v, u], True
+                break
+        for u in range(width - 1, -1, -1):
+            if ok[v, u]:
+                data[v, u + 1:], ok[v, u + 1:] = data[v, u], True
+                break
+    for u in range(width):
+        for v in range(height):
+            if ok[v, u]:
+                data[:v, u], ok[:v, u] = data[v, u], True
+                break
+        for v in range(height - 1, -1, -1):
+            if ok[v, u]:
+                data[v + 1:, u], ok[v + 1:, u] = data[v, u], True
+                break
+    return data, ok
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_interpolation_equals_the_devkit_loops(seed):
+    rng = np.random.default_rng(seed)
+    height, width, channels = 7, 11, 1 + seed % 2
+    values = rng.normal(size=(height, width, channels)) * 10
+    valid = rng.random((height, width)) < [0.2, 0.5, 0.9, 0.05, 0.7, 0.3][seed]
+    valid[rng.integers(0, height)] = False  # a row without estimates
+    expected = devkit_interpolate(values, valid)
+    got = interpolate_background(values, valid)
+    np.testing.assert_array_equal(got[1], expected[1])
+    np.testing.assert_array_equal(got[0], expected[0])
+
+
+def test_interpolation_by_hand():
+    values = np.array([[-1, 5, -1, -1, 3, -1], [-1] * 6, [-1] * 6, [7, -1, -1, -1, -1, -1],
+                       [-1] * 6], dtype=float)[..., None]
+    filled, valid = interpolate_background(values, values[..., 0] >= 0)
+    np.testing.assert_array_equal(filled[..., 0], [[5, 5, 3, 3, 3, 3], [-1] * 6, [-1] * 6,
+                                                   [7] * 6, [7] * 6])
+    np.testing.assert_array_equal(valid.all(axis=1), [True, False, False, True, True])
+
+
+FB = 100.0  # fx * baseline, px m
+OBJ = [[0, 0, 0, 1], [0, 0, 0, 1]]
+GT_D0 = [[0, 20, 40, 50], [10, 10, 10, 10]]  # 0 = no GT
+GT_D1 = [[10, 10, 10, 0], [10, 10, 10, 10]]
+EST_D0 = [[5, 24, 41, 60], [10, 13.1, np.nan, 9]]  # nan: no depth
+EST_D1 = [[14, 10, 10, 10], [10, 10, np.nan, 20]]
+EST_U = [[10, 14, 10, 13.5], [10, 99, 20, 12.9]]  # GT flow (10, 0); est. (1, 1) invalid
+
+
+def _write_pair(root):
+    paths = {key: str(root / f"{key}.png") for key in ("obj", "flow", "d0", "d1")}
+    cv2.imwrite(paths["obj"], np.array(OBJ, np.uint8))
+    gt_valid = np.ones((2, 4), bool)
+    gt_valid[0, 0] = False
+    formats.write_kitti_flow_png(paths["flow"], np.dstack([np.full((2, 4), 10.0),
+                                                           np.zeros((2, 4))]), gt_valid)
+    for key, gt in (("d0", GT_D0), ("d1", GT_D1)):
+        cv2.imwrite(paths[key], (np.array(gt) * 256).astype(np.uint16))
+    return {"image_id": "000007", "flow_file_name": paths["flow"], "obj_map_file_name": paths["obj"],
+            "disparity_gt_file_name": paths["d0"], "disparity_next_gt_file_name": paths["d1"],
+            "disparity_to_depth": FB}
+
+
+def _output():
+    depth, depth_next = FB / np.array(EST_D0), FB / np.array(EST_D1)
+    points = np.stack([np.zeros((2, 4)), np.ones((2, 4)), depth])
+    points[:, np.isnan(depth)] = np.nan
+    scene_flow = np.stack([np.zeros((2, 4)), np.zeros((2, 4)), depth_next - depth])
+    flow_valid = np.ones((2, 4), bool)
+    flow_valid[1, 1] = False
+    return {"flow": torch.tensor(np.stack([EST_U, np.zeros((2, 4))]), dtype=torch.float32),
+            "flow_valid": torch.tensor(flow_valid), "points": torch.tensor(points),
+            "scene_flow": torch.tensor(scene_flow)}
+
+
+# Worked out by hand (outlier: error > 3 px and > 5 % of the GT):
+# Fl: 7 GT pixels (bg 5, fg 2). Outliers (0,1) |14-10| = 4, (1,2) 10, fg (0,3) 3.5; (1,3) 2.9 is
+#     not; (1,1) has no estimate and gets min(left, right) = (10, 0): no outlier (0 would be one).
+# D1: 7 GT pixels (bg 5, fg 2). Outliers (0,1) 4 px = 20 %, (1,1) 3.1 px = 31 %, fg (0,3) 10 px;
+#     (1,2) has no estimate: min(13.1, 9) = 9, 1 px off (the devkit's -1 would be an outlier).
+# D2: 7 GT pixels (bg 6, fg 1 = (1,3)). Outliers (0,0) 14 vs 10, fg (1,3) 20 vs 10.
+# SF: pixels with all three GT: 6 (bg 5, fg 1). Outliers (0,1) Fl+D1, (1,1) D1, (1,2) Fl, fg (1,3)
+#     D2; (0,2), (1,0) are fine. Density: estimates of d_0 at 5 of them ((1,2) has none).
+EXPECTED = {
+    "Fl-bg": (40.0, 5), "Fl-fg": (50.0, 2), "Fl-all": (300 / 7, 7), "Fl_density": 600 / 7,
+    "D1-bg": (40.0, 5), "D1-fg": (50.0, 2), "D1-all": (300 / 7, 7), "D1_density": 600 / 7,
+    "D2-bg": (100 / 6, 6), "D2-fg": (100.0, 1), "D2-all": (200 / 7, 7), "D2_density": 600 / 7,
+    "SF-bg": (60.0, 5), "SF-fg": (100.0, 1), "SF-all": (400 / 6, 6), "SF_density": 500 / 6,
+}
+
+
+@pytest.fixture
+def kitti_set(tmp_path):
+    record = _write_pair(tmp_path)
+    name = "kitti_metrics_hand_case"
+    DatasetCatalog.register(name, lambda: [record])
+    MetadataCatalog.get(name).set(thing_classes=["Car", "Van"], kitti_scene_flow=True)
+    yield name
+    DatasetCatalog.remove(name)
+    MetadataCatalog.remove(name)
+
+
+def test_hand_made_pair(kitti_set, tmp_path):
+    evaluator = KittiSceneFlowEvaluator(kitti_set, distributed=False, output_dir=str(tmp_path))
+    evaluator.reset()
+    evaluator.process([{"image_id": "000007"}], [_output()])
+    metrics = evaluator.evaluate()["kitti"]
+    for key, expected in EXPECTED.items():
+        if isinstance(expected, tuple):
+            assert metrics[key] == pytest.approx(expected[0], abs=1e-9), key
+            assert metrics[key + "_count"] == expected[1], key
+        else:
+            assert metrics[key] == pytest.approx(expected, abs=1e-9), key
+    written = json.loads((tmp_path / "kitti_metrics.json").read_text())["kitti"]
+    assert written["SF-all"] == pytest.approx(400 / 6)
+    # pooled over pairs: the same pair twice gives the same percentages, twice the counts
+    evaluator.process([{"image_id": "000007"}], [_output()])
+    metrics = evaluator.evaluate()["kitti"]
+    assert metrics["SF-all"] == pytest.approx(400 / 6) and metrics["SF-all_count"] == 12
+
+
+def test_flow_only_model_and_wrong_size(kitti_set):
+    evaluator = KittiSceneFlowEvaluator(kitti_set, distributed=False)
+    out = _output()
+    evaluator.process([{"image_id": "000007"}], [{"flow": out["flow"], "flow_valid": out[
+        "flow_valid"]}])  # FlowNetS: no 3D result, Fl only
+    metrics = evaluator.evaluate()["kitti"]
+    assert metrics["Fl-all"] == pytest.approx(300 / 7) and "D1-all" not in metrics
+    assert "SF-all" not in metrics
+    with pytest.raises(ValueError, match=r"flow\.png' is \(2, 4\).*original size"):
+        evaluator.process([{"image_id": "000007"}], [{"flow": torch.zeros(2, 3, 4)}])
+    with pytest.raises(KeyError, match="pair 'nope' has no flow_file_name"):
+        evaluator.process([{"image_id": "nope"}], [out])
+    empty = KittiSceneFlowEvaluator(kitti_set, distributed=False)
+    assert empty.evaluate() == {"kitti": {}}
+
+
+def test_built_beside_the_motion_evaluator(kitti_set, tmp_path):
+    cfg = get_cfg()
+    add_motion_rcnn_config(cfg)
+    cfg.MODEL.META_ARCHITECTURE = "FlowNetS"
+    evaluators = build_motion_evaluators(cfg, kitti_set, str(tmp_path))._evaluators
+    assert [type(e).__name__ for e in evaluators] == ["MotionEvaluator", "KittiSceneFlowEvaluator"]
