@@ -49,6 +49,7 @@ __all__ = [
     "read_flo",
     "write_flo",
     "read_kitti_disparity_png",
+    "read_kitti_depth_png",
     "write_kitti_disparity_png",
     "read_instance_png",
 ]
@@ -267,6 +268,15 @@ def read_kitti_disparity_png(path):
     raw = _decode(path, cv2.IMREAD_UNCHANGED)
     _expect(path, raw, np.uint16, 1, "16-bit KITTI disparity PNG")
     return raw.astype(np.float32) / np.float32(256.0)
+
+
+def read_kitti_depth_png(path, fx_baseline):
+    """Read a KITTI disparity PNG as depth: Z = fx b / d (m) with fx b in px m (from
+    calib_cam_to_cam: data.calibration.read_kitti_calib); 0 (invalid) where d = 0."""
+    disparity = read_kitti_disparity_png(path)
+    depth = np.zeros_like(disparity)
+    np.divide(np.float32(fx_baseline), disparity, out=depth, where=disparity > 0)
+    return depth
 
 
 def write_kitti_disparity_png(path, disparity):

@@ -162,11 +162,7 @@ class MotionDatasetMapper:
     def _read_depth(record, key):
         path = record[key]
         if record.get("depth_format", "depth_png") == "kitti_disparity":
-            disparity = formats.read_kitti_disparity_png(path)
-            depth = np.zeros_like(disparity)
-            np.divide(np.float32(record["disparity_to_depth"]), disparity, out=depth,
-                      where=disparity > 0)
-            return depth
+            return formats.read_kitti_depth_png(path, record["disparity_to_depth"])
         return formats.read_depth_png(path)
 
     @staticmethod

@@ -34,7 +34,7 @@ from ..calibration import read_kitti_calib
 from ..formats import read_instance_png
 from .common import id_map_annotations, list_files, require_file
 
-__all__ = ["load_kitti2015", "GT_DISPARITY_DIR"]
+__all__ = ["load_kitti2015", "load_kitti2015_folder", "GT_DISPARITY_DIR"]
 
 GT_DISPARITY_DIR = "disp_occ_0"
 _GT_FOLDERS = ("flow_occ", "flow_noc", "disp_occ_0", "disp_occ_1", "obj_map")
@@ -73,12 +73,19 @@ def load_kitti2015(root, classes=("Car", "Van"), dataset_name="kitti2015", split
     if split not in ("training", "testing"):
         raise ValueError(f"Data set '{dataset_name}': split must be 'training' or 'testing', "
                          f"got {split!r}.")
+    return load_kitti2015_folder(os.path.join(root, split), split == "training", classes,
+                                 dataset_name, disparity_dir, disparity_next_dir)
+
+
+def load_kitti2015_folder(folder, ground_truth, classes=("Car", "Van"), dataset_name="kitti2015",
+                          disparity_dir=None, disparity_next_dir=None):
+    """`load_kitti2015` on one split folder of any name (e.g. ``<KITTI>/testing``), with or
+    without the training set's ground truth files; a relative ``disparity_dir`` is taken under
+    ``folder``."""
     if "Car" not in classes:
         raise ValueError(f"Data set '{dataset_name}': classes {classes} must contain 'Car'.")
-    folder = os.path.join(root, split)
     image = _folder_files(os.path.join(folder, "image_2"), dataset_name)
     calib = _folder_files(os.path.join(folder, "calib_cam_to_cam"), dataset_name)
-    ground_truth = split == "training"
     gt = {name: _folder_files(os.path.join(folder, name), dataset_name)
           for name in (_GT_FOLDERS if ground_truth else ())}
     if disparity_dir is None and ground_truth:
