@@ -176,3 +176,39 @@ def test_built_beside_the_motion_evaluator(kitti_set, tmp_path):
     cfg.MODEL.META_ARCHITECTURE = "FlowNetS"
     evaluators = build_motion_evaluators(cfg, kitti_set, str(tmp_path))._evaluators
     assert [type(e).__name__ for e in evaluators] == ["MotionEvaluator", "KittiSceneFlowEvaluator"]
+
+
+def test_through_the_loader_and_mapper(tmp_path):
+    """register_kitti2015 -> MotionDatasetMapper -> a zero-motion output with the input's depth:
+    on the loader fixture (GT at (1,1): flow (1.5, -0.25), d_0 = 50, d_1 = 25; flow GT also at
+    (2,2) = 0) only D2 and hence SF are outliers (d_1 = d_0 = 50 against 25)."""
+    from motion_rcnn_d2 import register_kitti2015
+    from motion_rcnn_d2.data.mapper import MotionDatasetMapper
+    from test_datasets_kitti2015 import _write_fixture
+
+    root = _write_fixture(str(tmp_path))
+    name = "kitti_metrics_loader_case"
+    register_kitti2015(name, root)
+    try:
+        assert MetadataCatalog.get(name).kitti_scene_flow
+        evaluator = KittiSceneFlowEvaluator(name, distributed=False)
+        evaluator.reset()
+        mapper = MotionDatasetMapper(is_train=False, augmentations=[])
+        for record in DatasetCatalog.get(name):
+            inp = mapper(record)
+            depth = inp["depth"][0].double()
+            points = torch.stack([torch.zeros_like(depth), torch.zeros_like(depth), depth])
+            points[:, depth == 0] = float("nan")
+            h, w = depth.shape
+            evaluator.process([inp], [{"flow": torch.zeros(2, h, w), "points": points,
+                                       "scene_flow": torch.zeros_like(points)}])
+        metrics = evaluator.evaluate()["kitti"]
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    assert (metrics["Fl-all"], metrics["Fl-all_count"], metrics["Fl-bg_count"]) == (0.0, 4, 4)
+    assert (metrics["D1-all"], metrics["D1-all_count"]) == (0.0, 2)
+    assert (metrics["D2-all"], metrics["D2-all_count"]) == (100.0, 2)
+    assert (metrics["SF-bg"], metrics["SF-all_count"]) == (100.0, 2)
+    assert metrics["Fl-fg_count"] == 0 and np.isnan(metrics["Fl-fg"])
+    assert metrics["D1_density"] == 100.0
