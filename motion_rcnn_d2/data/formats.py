@@ -338,5 +338,9 @@ def write_flo(path, flow):
     parent = os.path.dirname(path)
     if parent:
         os.makedirs(parent, exist_ok=True)
-    if not cv2.writeOpticalFlow(path, flow):
+    tmp = f"{os.path.splitext(path)[0]}.tmp{os.getpid()}.flo"
+    if not cv2.writeOpticalFlow(tmp, flow):
+        if os.path.exists(tmp):
+            os.remove(tmp)
         raise OSError(f"Could not write .flo file '{path}'.")
+    os.replace(tmp, path)
