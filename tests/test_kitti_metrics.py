@@ -91,7 +91,8 @@ def _write_pair(root):
                                                            np.zeros((2, 4))]), gt_valid)
     for key, gt in (("d0", GT_D0), ("d1", GT_D1)):
         cv2.imwrite(paths[key], (np.array(gt) * 256).astype(np.uint16))
-    return {"image_id": "000007", "flow_file_name": paths["flow"], "obj_map_file_name": paths["obj"],
+    return {"image_id": "000007", "flow_file_name": paths["flow"],
+            "obj_map_file_name": paths["obj"],
             "disparity_gt_file_name": paths["d0"], "disparity_next_gt_file_name": paths["d1"],
             "disparity_to_depth": FB}
 

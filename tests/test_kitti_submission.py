@@ -33,8 +33,9 @@ def testing(tmp_path_factory):
     rng = np.random.default_rng(0)
     for index in (0, 1):
         for suffix in ("_10", "_11"):
+            frame = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
             cv2.imwrite(str(testing / "image_2" / f"{index:06d}{suffix}.png"),
-                        cv2.GaussianBlur(rng.integers(0, 255, (H, W, 3), dtype=np.uint8), (5, 5), 2))
+                        cv2.GaussianBlur(frame, (5, 5), 2))
             disparity = np.linspace(2, 12, W)[None].repeat(H, 0) * 256  # 4 .. 24 m
             disparity[:3, :5] = 0  # no disparity: no depth
             cv2.imwrite(str(stereo / f"{index:06d}{suffix}.png"), disparity.astype(np.uint16))
@@ -79,8 +80,9 @@ def test_submission_reads_back_as_the_predictions(testing, tmp_path):
     image = cv2.imread(str(testing_dir / "image_2" / "000001_10.png"))
     image_next = cv2.imread(str(testing_dir / "image_2" / "000001_11.png"))
     with np.errstate(divide="ignore"):
-        depth, depth_next = (fb / (cv2.imread(str(stereo / f"000001{s}.png"),
-                                              cv2.IMREAD_UNCHANGED) / 256.0) for s in ("_10", "_11"))
+        depth, depth_next = (
+            fb / (cv2.imread(str(stereo / f"000001{s}.png"), cv2.IMREAD_UNCHANGED) / 256.0)
+            for s in ("_10", "_11"))
     depth[~np.isfinite(depth)] = 0
     depth_next[~np.isfinite(depth_next)] = 0
     out = MotionPredictor(cfg)(image, image_next, depth, K, depth_next)

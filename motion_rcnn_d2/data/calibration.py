@@ -46,7 +46,8 @@ def read_kitti_calib(path):
             try:
                 numbers = [float(v) for v in rest.split()]
             except ValueError:
-                raise DataFormatError(f"{path}:{number}: '{key}' has a non-numeric value.") from None
+                raise DataFormatError(
+                    f"{path}:{number}: '{key}' has a non-numeric value.") from None
             if len(numbers) != 12:
                 raise DataFormatError(f"{path}:{number}: '{key}' needs 12 numbers (3x4 matrix), "
                                       f"got {len(numbers)}.")
