@@ -16,7 +16,8 @@ when there is GT flow), ``*_flow.flo`` and ``*_flow_kitti.png`` (the predicted f
 ``*_motions.json`` (all motions), ``*_combined.png`` (frame, instances, predicted flow,
 GT flow, error, stacked) and, for Motion R-CNN and SfM-Net, the 3D result: ``*_points.npy``,
 ``*_scene_flow.npy`` (H x W x 3 metres, camera t, NaN where depth is invalid) and
-``*_points.ply`` (coloured point cloud; motion_rcnn_d2/utils/scene_flow_files.py). Depth files are Virtual KITTI's uint16 PNGs in centimetres.
+``*_points.ply`` (coloured point cloud; motion_rcnn_d2/utils/scene_flow_files.py). Depth files
+are Virtual KITTI's uint16 PNGs in centimetres.
 """
 import argparse
 import json

@@ -12,16 +12,16 @@ XYZ_t+1 = backproject(depth_next or depth, K), divided by XYZ_SCALE, 0 where dep
 Output (docs/method.md section 10): "instances" at the original size with pred_boxes, scores,
 pred_classes, pred_masks and, with the motion head, pred_rotations, pred_translations,
 pred_pivots, pred_moving_scores; "camera_motion" {"rotation", "translation", "moving_score"}
-with the camera head; "flow" (2xHxW px), "flow_valid" (HxW), "points" (3xHxW, P = d K^-1 x) and
-"scene_flow" (3xHxW, P'' - P; both metres in camera-t coordinates, NaN where depth is invalid) at
-the original size when FLOW_OUTPUT (and there is a motion to compose). Motions are gated: an instance or camera whose
-moving probability is <= MOVING_THRESHOLD gets R = I, t = 0 (pivots are kept). The flow is
+with the camera head; "flow" (2xHxW px), "flow_valid" (HxW), "points" (3xHxW, P = d K^-1 x),
+"scene_flow" (3xHxW, P'' - P; metres, camera t, NaN where depth is invalid) at the original size
+when FLOW_OUTPUT (and there is a motion to compose). Motions are gated: an instance or camera
+whose moving probability is <= MOVING_THRESHOLD gets R = I, t = 0 (pivots are kept). The flow is
 `geometry.compose_flow_indexed` of these motions with the binary masks (the higher-scoring
-detection wins where masks overlap), on the depth resized to the original size (nearest) with
-K rescaled by `geometry.scale_intrinsics`.
+detection wins where masks overlap), on the depth resized to the original size (nearest), K
+rescaled by `geometry.scale_intrinsics`.
 
-Training losses (docs/method.md section 6, SUPERVISION): "motion" adds loss_motion_{rot,trans,pivot,
-moving} (RoI heads) and loss_cam_{rot,trans,moving}; "flow" adds loss_flow_roi and loss_flow_cam
+Training losses (docs/method.md section 6, SUPERVISION): "motion" adds
+loss_motion_{rot,trans,pivot,moving} (RoI heads) and loss_cam_{rot,trans,moving}; "flow" adds loss_flow_roi and loss_flow_cam
 (camera-only flow vs GT flow outside all GT instances); "both" all of them. In the flow losses
 the camera motion is soft-gated by its moving probability p (A = (1 - p) I + p R, b = p t), as
 each RoI's motion is by its mask times its moving probability, so that the moving logits get a
@@ -330,8 +330,7 @@ class MotionRCNN(GeneralizedRCNN):
     def _output_flow(self, x, instances, image_size, output_size, camera_rotation,
                      camera_translation):
         """Flow (2, H, W), valid (H, W), points and scene flow (3, H, W) at `output_size`."""
-        why = ("MODEL.MOTION_RCNN.FLOW_OUTPUT (provide depth, 1xHxW metres, or set FLOW_OUTPUT "
-               "False)")
+        why = "MODEL.MOTION_RCNN.FLOW_OUTPUT (provide depth, 1xHxW metres, or set it False)"
         depth = self._require(x, "depth", why).to(self.device, torch.float32)[None]
         if tuple(depth.shape[-2:]) != tuple(output_size):
             depth = F.interpolate(depth, size=tuple(output_size), mode="nearest-exact")
