@@ -248,9 +248,11 @@ def _bad(world, tmp_path, case):
         world["video"], ValueError
 
 
-@pytest.mark.parametrize("case", ["unreadable_video", "empty_video", "non_image_in_folder",
-                                  "depth_count", "depth_size", "depth_all_invalid",
-                                  "missing_calib", "intrinsics_of_another_size"])
+BAD_CASES = ["unreadable_video", "empty_video", "non_image_in_folder", "depth_count",
+             "depth_size", "depth_all_invalid", "missing_calib", "intrinsics_of_another_size"]
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
 def test_bad_input_names_the_file_and_leaves_no_result(case, world, configs, tmp_path):
     args, named, error = _bad(world, tmp_path, case)
     out = tmp_path / "out"
@@ -263,3 +265,8 @@ def test_bad_input_names_the_file_and_leaves_no_result(case, world, configs, tmp
         assert sorted(left) == sorted(f"clip_000000{suffix}" for suffix in (
             "_combined.png", "_flow.flo", "_flow.png", "_flow_kitti.png", "_instances.png",
             "_motions.json"))
+
+
+def test_every_case_is_in_the_documentation_table():
+    text = open(os.path.join(REPO, "docs", "bad_inputs.md")).read()
+    assert not [case for case in BAD_CASES if f"`{case}`" not in text]

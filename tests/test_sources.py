@@ -111,6 +111,17 @@ def test_frame_folder_in_natural_order_and_globs(tmp_path):
         FrameFiles(str(tmp_path / "nowhere"))
 
 
+def test_a_pair_needs_two_frames(tmp_path):
+    frames = _frames(3)
+    for i, frame in enumerate(frames):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), frame)
+    with pytest.raises(ValueError, match=r"0.png' has 1 frame\(s\): a pair needs two"):
+        FramePairs(FrameFiles(str(tmp_path / "0.png")))
+    with pytest.raises(ValueError, match=r"has 3 frame\(s\): a pair needs two, 3 frame"):
+        FramePairs(FrameFiles(str(tmp_path)), step=3)
+    assert len(FramePairs(FrameFiles(str(tmp_path)), step=2)) == 1
+
+
 def test_frames_of_another_size_name_the_file(tmp_path):
     frames = _frames(3)
     frames[2] = frames[2][:-2]

@@ -176,6 +176,9 @@ class FramePairs:
             raise ValueError(f"step must be >= 1, got {step}")
         self.source, self.depth, self.intrinsics = frames, depth, intrinsics
         self.step, self.max_pairs = step, max_pairs
+        if frames.count is not None and frames.count <= step:
+            raise ValueError(f"'{frames.name}' has {frames.count} frame(s): a pair needs two, "
+                             f"{step} frame(s) apart (--step).")
         if depth is not None:
             if frames.count is not None:
                 self._check_depth_count()
