@@ -270,3 +270,16 @@ def test_bad_input_names_the_file_and_leaves_no_result(case, world, configs, tmp
 def test_every_case_is_in_the_documentation_table():
     text = open(os.path.join(REPO, "docs", "bad_inputs.md")).read()
     assert not [case for case in BAD_CASES if f"`{case}`" not in text]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--dataset", "x", "--depth", "d"], "--depth applies to --input, --video-input and --frames"),
+    (["--sequence", "s", "--step", "2"], "--step applies to --video-input and --frames"),
+    (["--frames", "f", "--step", "0"], "--step must be > 0, got 0"),
+    (["--frames", "f", "--depth-scale", "-100"], "--depth-scale must be > 0"),
+    (["--frames", "f", "--intrinsics", "1", "1", "1", "1", "--calib", "K.txt"], "not allowed with"),
+])
+def test_options_that_do_not_apply_are_refused(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        demo.parse_args(["--config-file", "c.yaml", "--output", "out", *argv])
+    assert message in capsys.readouterr().err
