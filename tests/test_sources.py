@@ -66,6 +66,8 @@ def test_video_frames_are_decoded_one_at_a_time(tmp_path):
     for pair in rest:
         np.testing.assert_array_equal(pair["image"], frames[pair["frame"]])
         np.testing.assert_array_equal(pair["image_next"], frames[pair["frame"] + 1])
+    with pytest.raises(RuntimeError, match="clip.avi' are streamed once"):
+        next(video.frames())
 
 
 @pytest.mark.parametrize("step,max_pairs,expected", [(3, None, [(0, 3), (3, 6)]),

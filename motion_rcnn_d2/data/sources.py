@@ -12,6 +12,7 @@ count, the first depth file's size and validity), so that a bad input fails befo
 is written; every error names the file.
 """
 import glob
+import logging
 import os
 import re
 
@@ -115,6 +116,9 @@ class VideoFrames:
     def frames(self, step=1):
         """Yield (index, image id '<video name>_<index>', HxWx3 uint8 BGR) of frames 0, step,
         2 step, ... until the video ends."""
+        if self._first is None:
+            raise RuntimeError(f"the frames of '{self.name}' are streamed once; open the video "
+                               "again (VideoFrames) to read them again")
         index, image = 0, self._first
         self._first = None
         try:
@@ -129,6 +133,10 @@ class VideoFrames:
                     if ok and image is not None:
                         index += 1
                         continue
+                if self.count is not None and index + 1 < self.count:
+                    logging.getLogger(__name__).warning(
+                        f"'{self.name}' ended after {index + 1} of the {self.count} frames its "
+                        "container lists (a frame OpenCV could not decode?).")
                 self.count = index + 1  # the video ended: now the count is exact
                 return
         finally:
