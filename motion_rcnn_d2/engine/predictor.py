@@ -5,6 +5,7 @@ from detectron2.engine import DefaultPredictor
 
 from ..data.pair_geometry import PairGeometry
 from ..geometry import check_intrinsics
+from ..modeling.meta_arch import MotionRCNN, SfMNet
 from .checkpoint import MotionCheckpointer
 
 __all__ = ["MotionPredictor"]
@@ -43,6 +44,23 @@ class MotionPredictor(DefaultPredictor):
         super().__init__(cfg)
         if weights:
             MotionCheckpointer.from_config(cfg, self.model).load(weights)
+
+    def required_inputs(self):
+        """What the model needs besides the two frames: {"depth": why, "intrinsics": why},
+        each ``why`` a phrase saying what it is needed for, or None when it is not needed.
+        FlowNetS needs neither; SfM-Net needs K (it composes its flow from its own depth)."""
+        model, depth, intrinsics = self.model, None, None
+        if isinstance(model, MotionRCNN):
+            if model.xyz_input:
+                depth = "its XYZ input (MODEL.MOTION_RCNN.XYZ_INPUT)"
+            elif model.flow_output and (model.motion_on or model.camera_head is not None):
+                depth = "composing the flow from the motions (MODEL.MOTION_RCNN.FLOW_OUTPUT)"
+            intrinsics = depth
+        elif isinstance(model, SfMNet):
+            if model.use_gt_depth:
+                depth = "MODEL.SFMNET.USE_GT_DEPTH (given depth instead of its depth network)"
+            intrinsics = "composing the flow from its depth and motions"
+        return {"depth": depth, "intrinsics": intrinsics}
 
     def __call__(self, image, image_next=None, depth=None, intrinsics=None, depth_next=None):
         """

@@ -124,7 +124,7 @@ def draw_motions(image_rgb, instances, metadata=None, camera_motion=None):
     vis = Visualizer(image_rgb, metadata, instance_mode=ColorMode.IMAGE)
     names = (metadata.get("thing_classes", None) if metadata is not None else None) or []
     labels = []
-    for i in range(len(instances)):
+    for i in range(len(instances) if instances.get_fields() else 0):  # FlowNetS: no fields
         c = int(instances.pred_classes[i])
         name = names[c] if c < len(names) else str(c)
         label = f"{name} {float(instances.scores[i]):.2f}"
