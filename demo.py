@@ -15,8 +15,8 @@
 
 Depth (``--depth``, one file per frame, matched by order) is needed by Motion R-CNN only:
 16-bit PNG (``--depth-scale`` units per metre, default 100 = Virtual KITTI's centimetres),
-``.npy`` or ``.pfm`` in metres. K: ``--intrinsics`` or ``--calib`` (a 3x3 text matrix);
-without them Virtual KITTI's field of view is assumed (a warning says so).
+``.npy`` or ``.pfm`` in metres. K: ``--intrinsics`` or ``--calib`` (a 3x3 text matrix or KITTI's
+calib_cam_to_cam.txt); without them Virtual KITTI's field of view is assumed (a warning says so).
 
 Per pair, named after its image id: ``*_instances.png`` (Detectron2's Visualizer with each
 object's speed in m per frame, rotation in degrees, moving or still, and the camera motion),
@@ -52,7 +52,7 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from motion_rcnn_d2 import MotionDatasetMapper, MotionPredictor, add_motion_rcnn_config  # noqa: E402
 from motion_rcnn_d2.data import formats, prepare_datasets  # noqa: E402
-from motion_rcnn_d2.data.calib import (  # noqa: E402
+from motion_rcnn_d2.data.calibration import (  # noqa: E402
     assumed_intrinsics,
     check_principal_point,
     intrinsics_matrix,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from motion_rcnn_d2.data import formats
-from motion_rcnn_d2.data.calibration import read_kitti_calib
+from motion_rcnn_d2.data.calibration import read_calib, read_kitti_calib
 from motion_rcnn_d2.data.datasets import load_kitti2015
 from motion_rcnn_d2.data.mapper import MotionDatasetMapper
 
@@ -139,6 +139,7 @@ def test_real_calibration_layout(tmp_path):
     np.testing.assert_array_equal(K, [[721.5377, 0, 609.5593], [0, 721.5377, 172.854], [0, 0, 1]])
     assert baseline == pytest.approx((44.85728 + 339.5242) / 721.5377, rel=1e-12)
     assert 0.532 < baseline < 0.533  # KITTI's stereo rig: 0.54 m nominal
+    np.testing.assert_array_equal(read_calib(path), K)  # demo.py's --calib reads it too
 
 
 def test_disparity_folder_of_a_stereo_method(root, caplog):

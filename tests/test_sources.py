@@ -11,7 +11,7 @@ import pytest
 import torch
 from detectron2.structures import Boxes, Instances
 
-from motion_rcnn_d2.data.calib import (
+from motion_rcnn_d2.data.calibration import (
     assumed_intrinsics,
     check_principal_point,
     intrinsics_matrix,
