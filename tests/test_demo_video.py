@@ -264,7 +264,7 @@ def test_bad_input_names_the_file_and_leaves_no_result(case, world, configs, tmp
     if case == "depth_all_invalid":  # pair 0 was complete before frame 2's depth was read
         assert sorted(left) == sorted(f"clip_000000{suffix}" for suffix in (
             "_combined.png", "_flow.flo", "_flow.png", "_flow_kitti.png", "_instances.png",
-            "_motions.json"))
+            "_motions.json", "_points.npy", "_points.ply", "_scene_flow.npy"))
 
 
 def test_every_case_is_in_the_documentation_table():
