@@ -35,7 +35,7 @@ from detectron2.modeling.roi_heads.mask_head import BaseMaskRCNNHead, mask_rcnn_
 from detectron2.structures import Boxes, ImageList, Instances
 from torchvision.ops import roi_align
 
-from ..motion import MOTION_CAMERA_KEY, MOTION_XYZ_KEY, check_supervision
+from ..motion import MOTION_CAMERA_KEY, MOTION_XYZ_KEY, supervision_from_config
 from ..motion_losses import FlowSupervision, roi_flow_loss
 from .motion_head import build_motion_head
 
@@ -55,8 +55,7 @@ class MotionHeadMixin:
         """Constructor arguments of the motion branch; `input_shape` = per-RoI box feature."""
         if not cfg.MODEL.MOTION_RCNN.MOTION_ON:
             return {}
-        supervision = cfg.MODEL.MOTION_RCNN.SUPERVISION
-        check_supervision(supervision)
+        supervision = supervision_from_config(cfg)
         if supervision != "motion" and not cfg.MODEL.MASK_ON:
             raise ValueError(
                 f"MODEL.MOTION_RCNN.SUPERVISION = {supervision!r} composes flow from the "
@@ -90,7 +89,6 @@ class MotionHeadMixin:
 
     def _setup_motion(self, motion_head, motion_supervision, flow_grid_size, flow_loss_weight,
                       motion_in_features, xyz_pool_size):
-        check_supervision(motion_supervision)
         self.motion_on = motion_head is not None
         self.motion_head = motion_head
         self.motion_supervision = motion_supervision
