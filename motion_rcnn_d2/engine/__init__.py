@@ -1,7 +1,8 @@
 """Training and inference machinery around Detectron2's engine.
 
 - checkpoint: MotionCheckpointer, checkpoint loading with stem inflation (3 -> 6/12 channels)
-  and atomic saving; weights: the torchvision name mapping and the stem inflation themselves;
+  and atomic saving, reading files safely, the fit / resume check; weights: the conversions
+  themselves (torchvision names, Detectron2's name heuristics per module, stem inflation);
 - predictor: MotionPredictor, the frame-pair counterpart of DefaultPredictor;
 - launch: multi-process training on GPUs (Detectron2's launch) and on CPUs (gloo); the
   trainer's side (create_ddp_model for CPU models, re-exported here) is in motion_rcnn_d2.compat;

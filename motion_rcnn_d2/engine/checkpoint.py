@@ -47,7 +47,7 @@ class MotionCheckpointer(DetectionCheckpointer):
       backbone.res5 (for C6) and roi_heads.res5 both from ImageNet's res5.
     * When the checkpoint's first conv has 3 input channels and a Detectron2
       :class:`BasicStem` of the model has more, the weight is inflated with
-      :func:`inflate_stem_weight` (``num_frames`` frames, XYZ filters zero) and one
+      :func:`.weights.inflate_stem_weight` (``num_frames`` frames, XYZ filters zero) and one
       line is logged. With ``inflate_stem=False`` it is left out (Detectron2 then
       skips it for its shape).
     * A checkpoint none of whose weights fit the model (another architecture) raises
