@@ -19,7 +19,7 @@ atomically. Its checkpoints also hold the optimizer state.
 """
 import logging
 import os
-import weakref
+from functools import partial
 
 # OpenMP threads that spin while they wait slow a CPU run down ~10x whenever another process
 # (a data-loader worker) wants the same cores; waiting passively costs nothing measurable.
@@ -34,12 +34,13 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from motion_rcnn_d2 import add_motion_rcnn_config
-from motion_rcnn_d2.compat import add_optimizer_state, load_optimizer_state
+from motion_rcnn_d2.compat import (add_optimizer_state, cpu_ddp_support, load_optimizer_state,
+                                   replace_checkpointer)
 from motion_rcnn_d2.data import MotionDatasetMapper, prepare_datasets, register_from_arguments
 from motion_rcnn_d2.engine import MotionCheckpointer
 from motion_rcnn_d2.engine.head_stats import HeadStatsHook
 from motion_rcnn_d2.engine.optimizer import build_motion_optimizer
-from motion_rcnn_d2.engine.launch import cpu_ddp_support, launch
+from motion_rcnn_d2.engine.launch import launch
 from motion_rcnn_d2.engine.resume import ResumableTrainLoader, build_resumable_train_loader
 from motion_rcnn_d2.evaluation import build_motion_evaluators
 
@@ -70,14 +71,11 @@ class Trainer(DefaultTrainer):
         return build_motion_evaluators(cfg, dataset_name, output_folder)
 
     def build_hooks(self):
-        # DefaultTrainer.__init__ made a DetectionCheckpointer; swap in ours before the
-        # PeriodicCheckpointer hook captures it.
-        checkpointables = {"trainer": weakref.proxy(self)}
-        if isinstance(self.data_loader, ResumableTrainLoader):
-            checkpointables["train_loader"] = self.data_loader
-        self.checkpointer = MotionCheckpointer.from_config(
-            self.cfg, self._trainer.model, self.cfg.OUTPUT_DIR, **checkpointables
-        )
+        # ours instead of the DetectionCheckpointer of DefaultTrainer.__init__, before the
+        # PeriodicCheckpointer hook captures it; with the data stream's position
+        extra = ({"train_loader": self.data_loader}
+                 if isinstance(self.data_loader, ResumableTrainLoader) else {})
+        replace_checkpointer(self, partial(MotionCheckpointer.from_config, self.cfg), **extra)
         hooks = super().build_hooks()
         if self.cfg.DIAGNOSTICS.PERIOD > 0:
             # before the writers (the last hooks), so its scalars reach metrics.json

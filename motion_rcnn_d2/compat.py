@@ -16,18 +16,25 @@ Detectron2 0.6 uses as a default argument; it is restored.
 
 On a full Detectron2 build and an old Pillow, :func:`install` changes nothing.
 
-Two differences between Detectron2 versions that the engine meets are bridged here too:
-:func:`set_local_process_group` (0.6 has no ``comm.create_local_process_group``) and
-:func:`add_optimizer_state` / :func:`load_optimizer_state` (0.6's ``DefaultTrainer.state_dict``
-holds no optimizer state; later versions keep it under ``"_trainer"``).
+The engine's uses of Detectron2 internals live here too, each with the versions it is for
+(checked against 0.6 and the main branch of 2026-06, commit 02b5c4e):
+
+- :func:`set_local_process_group`: 0.6 has no ``comm.create_local_process_group``;
+- :func:`add_optimizer_state` / :func:`load_optimizer_state`: 0.6's ``DefaultTrainer.state_dict``
+  holds no optimizer state; later versions keep it under ``"_trainer"``;
+- :func:`create_ddp_model` / :func:`cpu_ddp_support`: DistributedDataParallel for a model on
+  the CPU (0.6 and main pass a CUDA device id);
+- :func:`replace_checkpointer`: a trainer's own checkpointer (0.6 and main build theirs in
+  ``DefaultTrainer.__init__``, with no builder method to override).
 """
+import contextlib
 import importlib
 import importlib.util
 import sys
 import types
 
 __all__ = ["install", "HAS_D2_EXTENSION", "set_local_process_group", "add_optimizer_state",
-           "load_optimizer_state"]
+           "load_optimizer_state", "create_ddp_model", "cpu_ddp_support", "replace_checkpointer"]
 
 HAS_D2_EXTENSION = True
 
@@ -123,3 +130,60 @@ def load_optimizer_state(trainer_state, optimizer):
     """Restore what :func:`add_optimizer_state` added (later versions restore their own)."""
     if "optimizer" in trainer_state:
         optimizer.load_state_dict(trainer_state["optimizer"])
+
+
+def create_ddp_model(model, **kwargs):
+    """:func:`detectron2.engine.create_ddp_model`, also for a model on the CPU.
+
+    Detectron2 0.6 and main pass ``device_ids=[local rank]`` unless told otherwise, which
+    DistributedDataParallel rejects for a module on the CPU ("device_ids ... only work with
+    ... GPU modules"). With more than one process and the model's parameters on the CPU,
+    ``device_ids`` defaults to None here; a GPU model or a single process is handed to
+    Detectron2's function unchanged. kwargs: as DistributedDataParallel's.
+    """
+    import detectron2.engine
+    from detectron2.utils import comm
+
+    if comm.get_world_size() > 1:
+        params = list(model.parameters())
+        if params and params[0].device.type == "cpu":
+            kwargs.setdefault("device_ids", None)
+    # the package's name, not detectron2.engine.defaults.create_ddp_model (which
+    # cpu_ddp_support replaces by this function)
+    return detectron2.engine.create_ddp_model(model, **kwargs)
+
+
+@contextlib.contextmanager
+def cpu_ddp_support():
+    """Within the block, ``DefaultTrainer.__init__`` wraps its model with :func:`create_ddp_model`.
+
+    Detectron2 0.6 and main: ``DefaultTrainer.__init__`` calls the module global
+    ``detectron2.engine.defaults.create_ddp_model(model, broadcast_buffers=False)``; wrap a
+    trainer's ``super().__init__(cfg)`` in this block to train a CPU model in several processes.
+    GPU models are wrapped as before; outside the block nothing changes.
+    """
+    from detectron2.engine import defaults
+
+    original = defaults.create_ddp_model
+    defaults.create_ddp_model = create_ddp_model
+    try:
+        yield
+    finally:
+        defaults.create_ddp_model = original
+
+
+def replace_checkpointer(trainer, build, **checkpointables):
+    """Give a ``DefaultTrainer`` the checkpointer ``build(model, save_dir, **checkpointables)``.
+
+    Detectron2 0.6 and main make ``DetectionCheckpointer(model, cfg.OUTPUT_DIR,
+    trainer=weakref.proxy(trainer))`` in ``DefaultTrainer.__init__`` and offer no builder to
+    override; ``build_hooks`` (its ``PeriodicCheckpointer``) and ``resume_or_load`` then use
+    ``trainer.checkpointer``. Call this in ``build_hooks`` before ``super().build_hooks()``:
+    the first method ``__init__`` calls after making it. The new checkpointer gets the old one's
+    model (fvcore has unwrapped DistributedDataParallel), directory and checkpointables, plus
+    ``checkpointables``. Returns it.
+    """
+    old = trainer.checkpointer
+    trainer.checkpointer = build(old.model, old.save_dir, **old.checkpointables,
+                                 **checkpointables)
+    return trainer.checkpointer

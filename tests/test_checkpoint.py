@@ -238,6 +238,18 @@ def test_own_checkpoint_round_trip_weights_only(tmp_path, monkeypatch):
         assert torch.equal(fresh.state_dict()[key], value), key
 
 
+@pytest.mark.parametrize("keep", [0.0, 0.5])
+def test_truncated_checkpoint_is_an_error_naming_the_file(tmp_path, keep):
+    """An empty file or half a checkpoint (a copy cut short) raises an error with its name."""
+    whole = tmp_path / "whole.pth"
+    torch.save(build(6).state_dict(), whole)
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(data[:int(len(data) * keep)])
+    with pytest.raises(RuntimeError, match=r"cut\.pth is not a complete torch\.save file"):
+        MotionCheckpointer(build(6)).load(str(cut))
+
+
 def test_inflate_stem_weight_by_hand():
     weight = torch.arange(6.0).view(2, 3, 1, 1)
     out = inflate_stem_weight(weight, 12)

@@ -1,6 +1,7 @@
 import sys
 
 import pytest
+import torch
 from PIL import Image
 
 from motion_rcnn_d2 import compat
@@ -74,27 +75,121 @@ def test_optimizer_state_is_added_only_where_detectron2_leaves_it_out():
     assert fresh.param_groups[0]["lr"] == 0.5
 
 
-def test_local_process_group_on_this_detectron2_version(tmp_path):
-    """In a fresh process (Detectron2 keeps the group in a module global): 2 gloo processes on
-    one machine see local size 2 and their own local rank."""
+def _run_in_two_gloo_processes(tmp_path, body):
+    """Run ``work(rank)``'s ``body`` (source lines, 4 spaces in) in 2 fresh gloo processes
+    (Detectron2 keeps its process groups in module globals); assert both finish."""
     import subprocess
 
     script = (
-        "import os, socket, torch.distributed as dist, torch.multiprocessing as mp\n"
+        "import torch, torch.distributed as dist, torch.multiprocessing as mp\n"
         "import motion_rcnn_d2\n"
         "from detectron2.utils import comm\n"
-        "from motion_rcnn_d2.compat import set_local_process_group\n"
+        "from motion_rcnn_d2 import compat\n"
         "def work(rank, url):\n"
         "    dist.init_process_group('gloo', init_method=url, world_size=2, rank=rank)\n"
-        "    set_local_process_group(2)\n"
-        "    assert (comm.get_local_size(), comm.get_local_rank()) == (2, rank)\n"
+        f"{body}"
         "    dist.barrier(); dist.destroy_process_group()\n"
         "if __name__ == '__main__':\n"
+        "    import socket\n"
         "    s = socket.socket(); s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]; s.close()\n"
         "    mp.spawn(work, nprocs=2, args=(f'tcp://127.0.0.1:{port}',))\n"
         "    print('ok')\n"
     )
-    path = tmp_path / "local_group.py"
+    path = tmp_path / "two_processes.py"
     path.write_text(script)
     out = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def test_local_process_group_on_this_detectron2_version(tmp_path):
+    """2 gloo processes on one machine see local size 2 and their own local rank."""
+    _run_in_two_gloo_processes(tmp_path, (
+        "    compat.set_local_process_group(2)\n"
+        "    assert (comm.get_local_size(), comm.get_local_rank()) == (2, rank)\n"))
+
+
+def test_cpu_model_wrapped_for_ddp_on_this_detectron2_version(tmp_path):
+    """In 2 gloo processes: Detectron2's own create_ddp_model rejects a CPU model (it passes a
+    CUDA device id; if this ever stops failing, cpu_ddp_support is no longer needed for this
+    version); inside cpu_ddp_support DefaultTrainer's name gives a working
+    DistributedDataParallel; afterwards Detectron2's function is back."""
+    _run_in_two_gloo_processes(tmp_path, (
+        "    compat.set_local_process_group(2)\n"
+        "    from detectron2.engine import defaults\n"
+        "    from torch.nn.parallel import DistributedDataParallel\n"
+        "    d2_create = defaults.create_ddp_model\n"
+        "    model = torch.nn.Linear(2, 1)\n"
+        "    try:\n"
+        "        d2_create(model, broadcast_buffers=False)\n"
+        "        raise AssertionError('Detectron2 wraps CPU models itself now')\n"
+        "    except ValueError as error:\n"
+        "        assert 'device_ids' in str(error), error\n"
+        "    with compat.cpu_ddp_support():\n"
+        "        ddp = defaults.create_ddp_model(model, broadcast_buffers=False)\n"
+        "    assert defaults.create_ddp_model is d2_create\n"
+        "    assert isinstance(ddp, DistributedDataParallel) and ddp.device_ids is None\n"
+        "    torch.manual_seed(rank)\n"
+        "    ddp(torch.randn(3, 2)).sum().backward()  # gradients averaged over the 2 ranks\n"
+        "    grad = model.weight.grad.clone(); dist.broadcast(grad, src=0)\n"
+        "    assert torch.equal(grad, model.weight.grad)\n"))
+
+
+class _TinyModel(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(2, 1)
+
+    def forward(self, batch):
+        return {"loss": self.linear(batch).square().sum()}
+
+
+def test_replace_checkpointer_on_this_detectron2_version(tmp_path):
+    """A DefaultTrainer whose build_hooks replaces its checkpointer: the hooks and
+    resume_or_load use the new one, which keeps the trainer and gets the extra checkpointable."""
+    import itertools
+
+    from detectron2.config import get_cfg
+    from detectron2.engine import DefaultTrainer, hooks
+
+    from motion_rcnn_d2.engine import MotionCheckpointer
+
+    class Counter:
+        def __init__(self):
+            self.count = 0
+
+        def state_dict(self):
+            return {"count": self.count}
+
+        def load_state_dict(self, state):
+            self.count = state["count"]
+
+    class Trainer(DefaultTrainer):
+        build_model = classmethod(lambda cls, cfg: _TinyModel())
+        build_train_loader = classmethod(lambda cls, cfg: itertools.repeat(torch.ones(1, 2)))
+
+        def build_hooks(self):
+            self.counter = Counter()
+            compat.replace_checkpointer(self, MotionCheckpointer, counter=self.counter)
+            return super().build_hooks()
+
+    cfg = get_cfg()
+    cfg.OUTPUT_DIR = str(tmp_path)
+    cfg.SOLVER.MAX_ITER, cfg.SOLVER.CHECKPOINT_PERIOD, cfg.SOLVER.BASE_LR = 3, 2, 0.01
+    cfg.SOLVER.WARMUP_ITERS, cfg.SOLVER.STEPS = 0, ()
+    trainer = Trainer(cfg)
+    checkpointer = trainer.checkpointer
+    assert type(checkpointer) is MotionCheckpointer
+    assert checkpointer.model is trainer.model and checkpointer.save_dir == str(tmp_path)
+    assert set(checkpointer.checkpointables) == {"trainer", "counter"}
+    periodic = [h for h in trainer._hooks if isinstance(h, hooks.PeriodicCheckpointer)]
+    assert len(periodic) == 1 and periodic[0].checkpointer is checkpointer
+    trainer.counter.count = 7
+    trainer.train()
+    assert sorted(p.name for p in tmp_path.glob("*.pth")) == ["model_0000001.pth",
+                                                             "model_final.pth"]
+    saved = torch.load(tmp_path / "model_final.pth", weights_only=True)
+    assert saved["trainer"]["iteration"] == 2 and saved["counter"] == {"count": 7}
+    resumed = Trainer(cfg)
+    resumed.resume_or_load(resume=True)
+    assert resumed.start_iter == 3 and resumed.counter.count == 7
+    assert torch.equal(resumed.model.linear.weight, trainer.model.linear.weight)

@@ -78,6 +78,16 @@ def test_training_errors_name_the_missing_ground_truth():
         train_step(build_model(tiny_cfg()), [x])
 
 
+@pytest.mark.parametrize("variant", ["fpn", "c4"])
+def test_unknown_supervision_is_an_error_naming_the_key(variant):
+    with pytest.raises(ValueError, match=r"MODEL\.MOTION_RCNN\.SUPERVISION = 'flo': use one of "
+                                         r"\('motion', 'flow', 'both'\)"):
+        build_model(tiny_cfg(variant, SUPERVISION="flo"))
+    cfg = tiny_cfg(variant, SUPERVISION="flo", MOTION_ON=False)  # no RoI motion head: the camera
+    with pytest.raises(ValueError, match="SUPERVISION = 'flo'"):  # loss still reads it
+        build_model(cfg)
+
+
 def test_output_shapes_and_gating():
     model = build_model(tiny_cfg())
     diversify_motions(model)

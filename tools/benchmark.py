@@ -37,7 +37,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch (see train_n
 
 import argparse  # noqa: E402
 import statistics  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
@@ -54,7 +53,7 @@ from motion_rcnn_d2.geometry import compose_flow, compose_flow_indexed  # noqa: 
 from motion_rcnn_d2.geometry import euler_angles_to_matrix  # noqa: E402
 from motion_rcnn_d2.geometry import instance_index_from_masks  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# the sibling modules: this script's folder is the first entry of sys.path
 from benchmark_memory import memory_section  # noqa: E402
 from benchmark_models import (  # noqa: E402
     FG_IOU, RCNNS, SAMPLING_RATIO, StageTimer, build, infer, medians, model_cfg, now,

@@ -42,7 +42,7 @@ def _reset_peak_rss():
 
 def measure(spec):
     """Peak memory (MiB) of one model's inference, then training (module docstring)."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    # run as a script (memory_section): its folder, tools/, is the first entry of sys.path
     import benchmark_models as models  # sets OMP_WAIT_POLICY before torch is imported
     import torch
 

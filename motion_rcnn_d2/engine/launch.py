@@ -7,11 +7,9 @@ it refuses to run without CUDA. :func:`launch` here hands GPU jobs to it unchang
 with the gloo backend, Detectron2's per-machine process group set up as its own launcher does,
 and the machine's CPU threads shared between the processes.
 
-:func:`create_ddp_model` is Detectron2's, with ``device_ids=None`` for a model on the CPU
-(DistributedDataParallel rejects device ids there); :func:`cpu_ddp_support` makes
-``DefaultTrainer`` use it.
+The trainer's side of a CPU job (DistributedDataParallel without device ids) is
+:func:`motion_rcnn_d2.compat.cpu_ddp_support`.
 """
-import contextlib
 import logging
 import os
 import socket
@@ -20,16 +18,14 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from detectron2.engine import defaults as d2_defaults
 from detectron2.engine import launch as d2_launch
 from detectron2.utils import comm
 
 from ..compat import set_local_process_group
 
-__all__ = ["launch", "create_ddp_model", "cpu_ddp_support", "DEFAULT_TIMEOUT"]
+__all__ = ["launch", "DEFAULT_TIMEOUT"]
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
-_D2_CREATE_DDP_MODEL = d2_defaults.create_ddp_model
 
 
 def _free_local_port():
@@ -90,31 +86,3 @@ def _cpu_worker(local_rank, main_func, world_size, num_processes_per_machine, ma
     dist.barrier()
     dist.destroy_process_group()
 
-
-def create_ddp_model(model, **kwargs):
-    """:func:`detectron2.engine.defaults.create_ddp_model`, also for a model on the CPU.
-
-    With more than one process and the model's parameters on the CPU, ``device_ids`` defaults
-    to None (DistributedDataParallel accepts no device ids for CPU modules); kwargs as
-    DistributedDataParallel's. One process: the model itself.
-    """
-    if comm.get_world_size() > 1:
-        params = list(model.parameters())
-        if params and params[0].device.type == "cpu":
-            kwargs.setdefault("device_ids", None)
-    return _D2_CREATE_DDP_MODEL(model, **kwargs)
-
-
-@contextlib.contextmanager
-def cpu_ddp_support():
-    """Within the block, Detectron2's trainers wrap models with :func:`create_ddp_model`.
-
-    ``DefaultTrainer.__init__`` calls ``detectron2.engine.defaults.create_ddp_model``, which
-    passes the local rank as a CUDA device id; wrap ``super().__init__(cfg)`` of a trainer in
-    this block to train a CPU model in several processes. GPU models are wrapped as before.
-    """
-    d2_defaults.create_ddp_model = create_ddp_model
-    try:
-        yield
-    finally:
-        d2_defaults.create_ddp_model = _D2_CREATE_DDP_MODEL

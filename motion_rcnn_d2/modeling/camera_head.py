@@ -35,7 +35,7 @@ from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.utils.registry import Registry
 from torch import nn
 
-from .layers import RunningStandardize, xyz_and_change
+from .layers import RunningStandardize, motion_fc_layers, xyz_and_change
 from .motion import ROTATION_PARAM_DIMS, check_rotation_param, rotation_from_params
 from .motion_losses import rigid_motion_terms
 
@@ -96,20 +96,11 @@ class CameraMotionHead(nn.Module):
                            norm=get_norm(norm, conv_dim))
         weight_init.c2_msra_fill(self.conv)
         self.pool = nn.AdaptiveAvgPool2d(pool_size)
-        layers, in_dim = [], conv_dim * pool_size * pool_size
+        in_dim = conv_dim * pool_size * pool_size
         self.standardize = RunningStandardize(in_dim) if standardize_input else nn.Identity()
-        for _ in range(num_fc):
-            fc = nn.Linear(in_dim, fc_dim)
-            weight_init.c2_xavier_fill(fc)
-            layers += [fc, nn.ReLU(inplace=True)]
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            in_dim = fc_dim
-        self.fcs = nn.Sequential(*layers)
         self._dims = (ROTATION_PARAM_DIMS[rotation_param], 3) + ((2,) if moving_on else ())
-        self.predictor = nn.Linear(in_dim, sum(self._dims))
-        nn.init.normal_(self.predictor.weight, std=output_init_std)
-        nn.init.constant_(self.predictor.bias, 0.0)
+        self.fcs, self.predictor = motion_fc_layers(in_dim, num_fc, fc_dim, sum(self._dims),
+                                                    output_init_std, dropout)
 
     @classmethod
     def from_config(cls, cfg, input_shape):

@@ -1,9 +1,10 @@
 """Small layers shared by the heads."""
+import fvcore.nn.weight_init as weight_init
 import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["RunningStandardize", "xyz_and_change"]
+__all__ = ["RunningStandardize", "xyz_and_change", "motion_fc_layers"]
 
 # The XYZ change between the frames is ~1 % of XYZ: it is scaled up by this factor.
 XYZ_CHANGE_GAIN = 10.0
@@ -66,3 +67,22 @@ class RunningStandardize(nn.Module):
                     self.num_batches_tracked += 1
         var = (self.running_sq_mean - self.running_mean.pow(2)).clamp(min=0)
         return (x - self.running_mean) * torch.rsqrt(var + self.eps)
+
+
+def motion_fc_layers(in_dim, num_fc, fc_dim, num_outputs, output_init_std, dropout=0.0):
+    """The fully connected part of the motion heads: `num_fc` x (Linear with Caffe2's Xavier
+    init, ReLU, Dropout when `dropout` > 0) and the output layer, normal init with std
+    `output_init_std` and zero bias, i.e. near-zero motions at the start (docs/method.md
+    section 3). Returns (fcs: nn.Sequential, predictor: nn.Linear)."""
+    layers = []
+    for _ in range(num_fc):
+        fc = nn.Linear(in_dim, fc_dim)
+        weight_init.c2_xavier_fill(fc)
+        layers += [fc, nn.ReLU(inplace=True)]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        in_dim = fc_dim
+    predictor = nn.Linear(in_dim, num_outputs)
+    nn.init.normal_(predictor.weight, std=output_init_std)
+    nn.init.constant_(predictor.bias, 0.0)
+    return nn.Sequential(*layers), predictor

@@ -11,7 +11,7 @@ __all__ = [
     "MOTION_XYZ_KEY",
     "MOTION_CAMERA_KEY",
     "check_rotation_param",
-    "check_supervision",
+    "supervision_from_config",
     "rotation_from_params",
     "gated_motion",
 ]
@@ -36,11 +36,14 @@ def check_rotation_param(value, key):
         )
 
 
-def check_supervision(supervision):
-    """Raise a ValueError naming the config key unless `supervision` is known."""
+def supervision_from_config(cfg):
+    """cfg.MODEL.MOTION_RCNN.SUPERVISION, for the from_config of the meta-architecture and of the
+    RoI heads; a ValueError naming the key unless it is one of `SUPERVISIONS`."""
+    supervision = cfg.MODEL.MOTION_RCNN.SUPERVISION
     if supervision not in SUPERVISIONS:
         raise ValueError(
             f"MODEL.MOTION_RCNN.SUPERVISION = {supervision!r}: use one of {SUPERVISIONS}")
+    return supervision
 
 
 def rotation_from_params(params, rotation_param):

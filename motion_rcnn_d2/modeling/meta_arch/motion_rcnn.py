@@ -54,7 +54,7 @@ from ...geometry import (
 )
 from ..camera_head import build_camera_motion_head
 from ..layers import xyz_and_change
-from ..motion import MOTION_CAMERA_KEY, MOTION_XYZ_KEY, check_supervision, gated_motion
+from ..motion import MOTION_CAMERA_KEY, MOTION_XYZ_KEY, gated_motion, supervision_from_config
 from ..motion_losses import FlowSupervision, camera_flow_loss
 from .frame_pairs import batch_background, batch_flow_targets, batch_tensors, require_key
 
@@ -87,7 +87,6 @@ class MotionRCNN(GeneralizedRCNN):
             kwargs: arguments of GeneralizedRCNN (backbone with 6/12 input channels, ...).
         """
         super().__init__(**kwargs)
-        check_supervision(supervision)
         self.camera_head = camera_head
         self.camera_in_feature = camera_in_feature
         self.motion_on = motion_on
@@ -140,7 +139,7 @@ class MotionRCNN(GeneralizedRCNN):
             "motion_on": config.MOTION_ON,
             "xyz_input": config.XYZ_INPUT,
             "xyz_scale": config.XYZ_SCALE,
-            "supervision": config.SUPERVISION,
+            "supervision": supervision_from_config(cfg),
             "flow_output": config.FLOW_OUTPUT,
             "mask_threshold": config.MASK_THRESHOLD,
             "moving_threshold": config.MOVING_THRESHOLD,

@@ -12,7 +12,6 @@ motion with pivot 0.
 """
 from typing import Dict
 
-import fvcore.nn.weight_init as weight_init
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
@@ -20,7 +19,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.utils.registry import Registry
 from torch import nn
 
-from ..layers import RunningStandardize
+from ..layers import RunningStandardize, motion_fc_layers
 from ..motion import ROTATION_PARAM_DIMS, check_rotation_param, rotation_from_params
 from ..motion_losses import pivot_term, rigid_motion_terms
 
@@ -71,18 +70,10 @@ class FCMotionHead(nn.Module):
 
         in_dim = input_shape.channels * (input_shape.height or 1) * (input_shape.width or 1)
         self.standardize = RunningStandardize(in_dim) if standardize_input else nn.Identity()
-        layers = []
-        for _ in range(num_fc):
-            fc = nn.Linear(in_dim, fc_dim)
-            weight_init.c2_xavier_fill(fc)
-            layers += [fc, nn.ReLU(inplace=True)]
-            in_dim = fc_dim
-        self.fcs = nn.Sequential(*layers)
         self._dims = (ROTATION_PARAM_DIMS[rotation_param], 3, 3, 2)  # rotation, t, p, moving
         self._num_outputs = 1 if cls_agnostic else num_classes
-        self.predictor = nn.Linear(in_dim, self._num_outputs * sum(self._dims))
-        nn.init.normal_(self.predictor.weight, std=output_init_std)
-        nn.init.constant_(self.predictor.bias, 0.0)
+        self.fcs, self.predictor = motion_fc_layers(
+            in_dim, num_fc, fc_dim, self._num_outputs * sum(self._dims), output_init_std)
 
     @classmethod
     def from_config(cls, cfg, input_shape):

@@ -35,7 +35,7 @@ from detectron2.modeling.roi_heads.mask_head import BaseMaskRCNNHead, mask_rcnn_
 from detectron2.structures import Boxes, ImageList, Instances
 from torchvision.ops import roi_align
 
-from ..motion import MOTION_CAMERA_KEY, MOTION_XYZ_KEY, check_supervision
+from ..motion import MOTION_CAMERA_KEY, MOTION_XYZ_KEY, supervision_from_config
 from ..motion_losses import FlowSupervision, roi_flow_loss
 from .motion_head import build_motion_head
 
@@ -47,16 +47,15 @@ _GT_MOTION_FIELDS = ("gt_rotations", "gt_translations", "gt_pivots", "gt_moving"
 
 
 class MotionHeadMixin:
-    """Motion branch shared by the FPN and C4 RoI heads (no state of its own beyond
-    `_setup_motion`)."""
+    """Motion branch shared by the FPN and C4 RoI heads: their constructor (Detectron2's RoI
+    heads' arguments plus the motion branch's) and what the motion head reads."""
 
     @classmethod
     def _init_motion_head(cls, cfg, input_shape: ShapeSpec):
         """Constructor arguments of the motion branch; `input_shape` = per-RoI box feature."""
         if not cfg.MODEL.MOTION_RCNN.MOTION_ON:
             return {}
-        supervision = cfg.MODEL.MOTION_RCNN.SUPERVISION
-        check_supervision(supervision)
+        supervision = supervision_from_config(cfg)
         if supervision != "motion" and not cfg.MODEL.MASK_ON:
             raise ValueError(
                 f"MODEL.MOTION_RCNN.SUPERVISION = {supervision!r} composes flow from the "
@@ -88,9 +87,22 @@ class MotionHeadMixin:
             "xyz_pool_size": pool,
         }
 
-    def _setup_motion(self, motion_head, motion_supervision, flow_grid_size, flow_loss_weight,
-                      motion_in_features, xyz_pool_size):
-        check_supervision(motion_supervision)
+    @configurable
+    def __init__(self, *, motion_head=None, motion_supervision: str = "motion",
+                 flow_grid_size: int = 14, flow_loss_weight: float = 1.0,
+                 motion_in_features=("box",), xyz_pool_size: int = 5, **kwargs):
+        """
+        Args:
+            motion_head: the RoI motion head, or None (the plain Detectron2 RoI heads).
+            motion_supervision: "motion", "flow" or "both".
+            flow_grid_size: m of the m x m flow-supervision grid per RoI.
+            flow_loss_weight: weight of loss_flow_roi.
+            motion_in_features: what the motion head reads ("box", "xyz", "camera").
+            xyz_pool_size: RoIAlign output size of the "xyz" input.
+            kwargs: arguments of the Detectron2 RoI heads mixed with (StandardROIHeads,
+                Res5ROIHeads).
+        """
+        super().__init__(**kwargs)
         self.motion_on = motion_head is not None
         self.motion_head = motion_head
         self.motion_supervision = motion_supervision
@@ -220,25 +232,8 @@ def _gt_motions(fg_proposals, pred):
 
 @ROI_HEADS_REGISTRY.register()
 class MotionROIHeads(MotionHeadMixin, StandardROIHeads):
-    """StandardROIHeads (FPN) + RoI motion head on the box head's FC features."""
-
-    @configurable
-    def __init__(self, *, motion_head=None, motion_supervision: str = "motion",
-                 flow_grid_size: int = 14, flow_loss_weight: float = 1.0,
-                 motion_in_features=("box",), xyz_pool_size: int = 5, **kwargs):
-        """
-        Args:
-            motion_head: the RoI motion head, or None (plain StandardROIHeads).
-            motion_supervision: "motion", "flow" or "both".
-            flow_grid_size: m of the m x m flow-supervision grid per RoI.
-            flow_loss_weight: weight of loss_flow_roi.
-            motion_in_features: what the motion head reads ("box", "xyz", "camera").
-            xyz_pool_size: RoIAlign output size of the "xyz" input.
-            kwargs: arguments of StandardROIHeads.
-        """
-        super().__init__(**kwargs)
-        self._setup_motion(motion_head, motion_supervision, flow_grid_size, flow_loss_weight,
-                           motion_in_features, xyz_pool_size)
+    """StandardROIHeads (FPN) + RoI motion head on the box head's FC features; constructor
+    arguments: MotionHeadMixin's."""
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -299,16 +294,8 @@ class MotionROIHeads(MotionHeadMixin, StandardROIHeads):
 
 @ROI_HEADS_REGISTRY.register()
 class MotionRes5ROIHeads(MotionHeadMixin, Res5ROIHeads):
-    """Res5ROIHeads (C4) + RoI motion head on the averaged res5 RoI features."""
-
-    @configurable
-    def __init__(self, *, motion_head=None, motion_supervision: str = "motion",
-                 flow_grid_size: int = 14, flow_loss_weight: float = 1.0,
-                 motion_in_features=("box",), xyz_pool_size: int = 5, **kwargs):
-        """Arguments as MotionROIHeads; kwargs: arguments of Res5ROIHeads."""
-        super().__init__(**kwargs)
-        self._setup_motion(motion_head, motion_supervision, flow_grid_size, flow_loss_weight,
-                           motion_in_features, xyz_pool_size)
+    """Res5ROIHeads (C4) + RoI motion head on the averaged res5 RoI features; constructor
+    arguments: MotionHeadMixin's."""
 
     @classmethod
     def from_config(cls, cfg, input_shape):
