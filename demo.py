@@ -62,7 +62,7 @@ from motion_rcnn_d2.data.datasets import load_vkitti2_sequence  # noqa: E402
 from motion_rcnn_d2.data.sources import DepthFiles, FrameFiles, FramePairs, VideoFrames  # noqa: E402
 from motion_rcnn_d2.geometry import flow_metrics  # noqa: E402
 from motion_rcnn_d2.utils.outputs import MotionsCSV, VideoOutput  # noqa: E402
-from motion_rcnn_d2.utils.outputs import write_atomic as _write_atomic  # noqa: E402
+from motion_rcnn_d2.utils.files import write_atomically as _write_atomic  # noqa: E402
 from motion_rcnn_d2.utils.scene_flow_files import write_scene_flow  # noqa: E402
 from motion_rcnn_d2.utils.visualizer import (  # noqa: E402
     draw_motions,

@@ -284,7 +284,8 @@ def test_outputs_are_renamed_only_when_complete(tmp_path):
         for i, picture in enumerate(pictures):
             video.write(picture)
             table.add(f"p{i}", i, {})
-        assert sorted(os.listdir(tmp_path)) == ["m.csv.tmp.csv", "v.avi.tmp.avi"]
+        pid = os.getpid()
+        assert sorted(os.listdir(tmp_path)) == [f"m.tmp{pid}.csv", f"v.tmp{pid}.avi"]
     assert sorted(os.listdir(tmp_path)) == ["m.csv", "v.avi"]
     capture = cv2.VideoCapture(str(tmp_path / "v.avi"))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 3

@@ -1,10 +1,10 @@
 """The goals of the performance issue, the printed tables and the JSON file of
 tools/benchmark.py (its result dict is documented there)."""
 import json
-import os
-import tempfile
 
 from tabulate import tabulate
+
+from motion_rcnn_d2.utils.files import open_atomically
 
 __all__ = ["GOALS", "evaluate_goals", "print_tables", "write_json"]
 
@@ -98,14 +98,6 @@ def print_tables(result):
 
 
 def write_json(path, data):
-    """Write `data` to `path` atomically (a temporary file in the same folder, renamed)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".benchmark-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Write `data` to `path` atomically (`open_atomically`)."""
+    with open_atomically(path, "w") as f:
+        json.dump(data, f, indent=2)

@@ -37,6 +37,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from ..utils.files import write_atomically
+
 __all__ = [
     "DataFormatError",
     "read_image",
@@ -132,23 +134,17 @@ def _imdecode_capturing_stderr(buffer, flags):
 
 
 def _write_image(path, array):
-    """cv2.imwrite to a temporary name with the same extension, then os.replace onto ``path``."""
-    path = os.fspath(path)
-    parent = os.path.dirname(path)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    stem, extension = os.path.splitext(path)
-    tmp = f"{stem}.tmp{os.getpid()}{extension}"
-    try:
-        written = cv2.imwrite(tmp, array)
-    except cv2.error:
-        written = False
-    if not written:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise OSError(
-            f"Could not write image file '{path}' (unwritable path or unknown extension).")
-    os.replace(tmp, path)
+    """cv2.imwrite to a temporary name with the same extension, then renamed onto ``path``."""
+    def write(tmp):
+        try:
+            written = cv2.imwrite(tmp, array)
+        except cv2.error:
+            written = False
+        if not written:
+            raise OSError(
+                f"Could not write image file '{path}' (unwritable path or unknown extension).")
+
+    write_atomically(path, write)
 
 
 def _expect(path, array, dtype, channels, what):
@@ -334,13 +330,8 @@ def write_flo(path, flow):
     flow = np.ascontiguousarray(flow, dtype=np.float32)
     if flow.ndim != 3 or flow.shape[2] != 2:
         raise ValueError(f"write_flo('{path}'): flow must be HxWx2, got {flow.shape}.")
-    path = os.fspath(path)
-    parent = os.path.dirname(path)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    tmp = f"{os.path.splitext(path)[0]}.tmp{os.getpid()}.flo"
-    if not cv2.writeOpticalFlow(tmp, flow):
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise OSError(f"Could not write .flo file '{path}'.")
-    os.replace(tmp, path)
+    def write(tmp):
+        if not cv2.writeOpticalFlow(tmp, flow):
+            raise OSError(f"Could not write .flo file '{path}'.")
+
+    write_atomically(path, write)

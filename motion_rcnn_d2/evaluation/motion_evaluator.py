@@ -12,8 +12,8 @@ from tabulate import tabulate
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
-from detectron2.utils.file_io import PathManager
 
+from ..utils.files import open_atomically
 from .motion_stats import (
     camera_motion_sums,
     flow_sums,
@@ -171,10 +171,7 @@ def _json_safe(value):
 
 
 def write_json_atomically(results, path):
-    """Write `results` (nan -> null, strict JSON) to `path` via a temporary file and os.replace,
-    so a reader never sees a half-written file."""
-    PathManager.mkdirs(os.path.dirname(path) or ".")
-    tmp_path = f"{path}.tmp.{os.getpid()}"
-    with open(tmp_path, "w") as f:
+    """Write `results` (nan -> null, strict JSON) to `path` atomically (`open_atomically`), so a
+    reader never sees a half-written file."""
+    with open_atomically(path, "w") as f:
         json.dump(_json_safe(results), f, indent=2, allow_nan=False)
-    os.replace(tmp_path, path)

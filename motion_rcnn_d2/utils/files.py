@@ -3,15 +3,24 @@ one, never a partial one."""
 import contextlib
 import os
 
-__all__ = ["open_atomically", "AtomicWritePathManager"]
+__all__ = ["open_atomically", "write_atomically", "temporary_path", "AtomicWritePathManager"]
+
+
+def temporary_path(path):
+    """``<stem>.tmp<pid><ext>`` beside ``path``: the extension stays last, since OpenCV and numpy
+    pick the format by it."""
+    stem, extension = os.path.splitext(path)
+    return f"{stem}.tmp{os.getpid()}{extension}"
 
 
 @contextlib.contextmanager
 def open_atomically(path, mode="wb"):
-    """``with open_atomically(path) as f: ...`` writes ``path + '.tmp'``, flushes it to disk and
-    renames it over ``path`` when the block ends; when the block (or the rename) raises, the
+    """``with open_atomically(path) as f: ...`` writes a temporary file beside ``path``, flushes
+    it to disk and renames it over ``path`` when the block ends; when the block (or the rename) raises, the
     temporary file is removed and ``path`` is left as it was."""
-    tmp = path + ".tmp"
+    path = os.fspath(path)
+    _make_parent(path)
+    tmp = temporary_path(path)
     try:
         with open(tmp, mode) as f:
             yield f
@@ -22,6 +31,29 @@ def open_atomically(path, mode="wb"):
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def write_atomically(path, write):
+    """``write(tmp_path)`` (for writers that want a path, such as cv2.imwrite) and rename onto
+    ``path``; when ``write`` raises, the temporary file is removed and ``path`` is left as it
+    was. Returns ``path``."""
+    path = os.fspath(path)
+    _make_parent(path)
+    tmp = temporary_path(path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def _make_parent(path):
+    parent = os.path.dirname(path)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
 
 
 class AtomicWritePathManager:

@@ -30,8 +30,9 @@ import cv2
 import numpy as np
 import torch
 
-__all__ = ["CSV_COLUMNS", "MotionsCSV", "VideoOutput", "motion_rows", "rotation_deg",
-           "write_atomic"]
+from .files import temporary_path
+
+__all__ = ["CSV_COLUMNS", "MotionsCSV", "VideoOutput", "motion_rows", "rotation_deg"]
 
 CSV_COLUMNS = ("image_id", "frame", "time_s", "object", "class", "score", "moving",
                "rotation_deg", "tx_m", "ty_m", "tz_m", "translation_m", "speed_mps",
@@ -41,28 +42,12 @@ CSV_COLUMNS = ("image_id", "frame", "time_s", "object", "class", "score", "movin
 VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "FFV1"}
 
 
-def _temporary(path):
-    """``<path>.tmp<ext>``: the extension stays last (OpenCV picks the container by it)."""
-    return f"{path}.tmp{os.path.splitext(path)[1]}"
-
-
-def write_atomic(path, write):
-    """Write with ``write(tmp_path)`` then rename: no half-written file under ``path``."""
-    tmp = _temporary(path)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 class _AtomicOutput:
     """A context manager writing ``self.tmp``; renamed to ``path`` on success, else removed."""
 
     def __init__(self, path):
         self.path = os.fspath(path)
-        self.tmp = _temporary(self.path)
+        self.tmp = temporary_path(self.path)
         parent = os.path.dirname(self.path)
         if parent:
             os.makedirs(parent, exist_ok=True)

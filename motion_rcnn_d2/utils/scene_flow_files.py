@@ -17,23 +17,13 @@ import os
 
 import numpy as np
 
+from .files import open_atomically, write_atomically
+
 __all__ = ["PLY_PROPERTIES", "scene_flow_arrays", "write_ply", "write_scene_flow"]
 
 PLY_PROPERTIES = (("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"),
                   ("blue", "u1"), ("flow_x", "<f4"), ("flow_y", "<f4"), ("flow_z", "<f4"))
 _PLY_TYPES = {"<f4": "float", "u1": "uchar"}
-
-
-def _replace_atomically(path, write):
-    """``write(file object)`` into a temporary file beside ``path``, then os.replace."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def scene_flow_arrays(output):
@@ -59,8 +49,9 @@ def write_ply(path, points, colors_rgb, flow):
               "colour of frame t, scene flow (m)", f"element vertex {len(vertices)}"]
     header += [f"property {_PLY_TYPES[kind]} {name}" for name, kind in PLY_PROPERTIES]
     header.append("end_header\n")
-    _replace_atomically(path, lambda f: (f.write("\n".join(header).encode("ascii")),
-                                         f.write(vertices.tobytes())))
+    with open_atomically(path, "wb") as f:
+        f.write("\n".join(header).encode("ascii"))
+        f.write(vertices.tobytes())
 
 
 def write_scene_flow(prefix, output, image_bgr):
@@ -81,7 +72,7 @@ def write_scene_flow(prefix, output, image_bgr):
                          f"{points.shape[:2]} differ in size.")
     paths = [f"{prefix}_points.npy", f"{prefix}_scene_flow.npy", f"{prefix}_points.ply"]
     for path, array in zip(paths, arrays):
-        _replace_atomically(path, lambda f, a=array: np.save(f, a))
+        write_atomically(path, lambda tmp, a=array: np.save(tmp, a))
     valid = np.isfinite(points).all(axis=2) & np.isfinite(flow).all(axis=2)
     write_ply(paths[2], points[valid], image_bgr[valid][:, ::-1], flow[valid])
     return paths
