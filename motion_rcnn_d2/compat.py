@@ -19,7 +19,9 @@ On a full Detectron2 build and an old Pillow, :func:`install` changes nothing.
 Two differences between Detectron2 versions that the engine meets are bridged here too:
 :func:`set_local_process_group` (0.6 has no ``comm.create_local_process_group``) and
 :func:`add_optimizer_state` / :func:`load_optimizer_state` (0.6's ``DefaultTrainer.state_dict``
-holds no optimizer state; later versions keep it under ``"_trainer"``).
+holds no optimizer state; later versions keep it under ``"_trainer"``), and
+:func:`tracing_adapter` (0.6's ``detectron2.export`` imports caffe2 on import, which no current
+torch ships).
 """
 import importlib
 import importlib.util
@@ -27,7 +29,7 @@ import sys
 import types
 
 __all__ = ["install", "HAS_D2_EXTENSION", "set_local_process_group", "add_optimizer_state",
-           "load_optimizer_state"]
+           "load_optimizer_state", "tracing_adapter"]
 
 HAS_D2_EXTENSION = True
 
@@ -123,3 +125,29 @@ def load_optimizer_state(trainer_state, optimizer):
     """Restore what :func:`add_optimizer_state` added (later versions restore their own)."""
     if "optimizer" in trainer_state:
         optimizer.load_state_dict(trainer_state["optimizer"])
+
+
+def tracing_adapter():
+    """Detectron2's ``detectron2.export.TracingAdapter`` class.
+
+    0.6's ``detectron2/export/__init__.py`` imports its caffe2 exporter first, which fails
+    without caffe2 (gone from PyTorch since 2.0); ``TracingAdapter`` itself (``flatten.py``)
+    needs none of it. Then ``detectron2.export`` is registered as a bare package over the same
+    folder, without running its ``__init__``, and ``flatten`` is imported from it.
+    """
+    try:
+        from detectron2.export import TracingAdapter
+        return TracingAdapter
+    except ImportError as error:
+        if "caffe2" not in str(error):
+            raise
+    import detectron2
+
+    spec = importlib.util.find_spec("detectron2.export")
+    package = types.ModuleType("detectron2.export")
+    package.__path__ = list(spec.submodule_search_locations)
+    package.__package__ = "detectron2.export"
+    sys.modules["detectron2.export"] = package
+    detectron2.export = package
+    package.TracingAdapter = importlib.import_module("detectron2.export.flatten").TracingAdapter
+    return package.TracingAdapter
