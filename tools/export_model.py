@@ -93,15 +93,17 @@ def max_difference(a, b):
                 if x.numel()] or [0.0])
 
 
-def median_seconds(fn, runs, warmup=2):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def median_seconds(functions, runs, warmup=2):
+    """Median seconds of each function over ``runs`` calls after ``warmup`` calls each, the
+    functions called in turn so that a change of the machine's load reaches all alike."""
+    times = [[] for _ in functions]
+    for i in range(warmup + runs):
+        for fn, spent in zip(functions, times):
+            start = time.perf_counter()
+            fn()
+            if i >= warmup:
+                spent.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
 
 
 def move_into(tmp, output):
@@ -132,6 +134,9 @@ def main(argv=None):
     parent = os.path.dirname(os.path.abspath(args.output))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(args.output)}.tmp-", dir=parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's folder is private; DIR becomes an ordinary one
     try:
         path = os.path.join(tmp, ARTEFACTS[args.format])
         save_artefact(plan, args.format, path)
@@ -152,11 +157,14 @@ def main(argv=None):
         if args.benchmark and artefact is not None:
             run = exported_runner(model, args.format, artefact, plan.adapter.outputs_schema)
             with torch.no_grad():
-                eager = median_seconds(lambda: model([inputs]), args.benchmark)
-                exported = median_seconds(lambda: run(inputs), args.benchmark)
+                eager, exported = median_seconds([lambda: model([inputs]), lambda: run(inputs)],
+                                                 args.benchmark)
+            with torch.no_grad():
+                detections = len(run(inputs).get("instances", ()))
             logger.info("inference at %dx%d, median of %d: eager %.1f ms, exported %.1f ms, "
-                        "ratio exported / eager %.2f", width, height, args.benchmark,
-                        1e3 * eager, 1e3 * exported, exported / eager)
+                        "ratio exported / eager %.2f%s", width, height, args.benchmark,
+                        1e3 * eager, 1e3 * exported, exported / eager,
+                        f" ({detections} detections)" if detections else "")
         move_into(tmp, args.output)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

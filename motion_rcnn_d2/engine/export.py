@@ -1,4 +1,4 @@
-"""Export for deployment: what of each meta-architecture goes into an artefact (tools/export_model.py).
+"""Export for deployment: what of each model goes into an artefact (tools/export_model.py).
 
 Detectron2's ``TracingAdapter`` flattens the model's dict inputs and its outputs (dicts,
 ``Instances``, ``Boxes``) into tuples of tensors; its ``outputs_schema`` rebuilds them. The
@@ -24,6 +24,7 @@ What goes in (every artefact is specialised to one input size, H x W):
 """
 import contextlib
 import dataclasses
+import importlib
 import json
 
 import torch
@@ -31,6 +32,7 @@ from detectron2.structures import ImageList
 from torch import nn
 
 from ..compat import tracing_adapter
+from ..modeling.roi_heads import MotionROIHeads as _MotionROIHeads
 
 __all__ = ["FORMATS", "ARTEFACTS", "input_keys", "sample_inputs", "plan_export", "DenseStage",
            "with_dense_stage", "motion_rcnn_postprocess", "exported_runner", "schema_to_json",
@@ -119,11 +121,15 @@ def with_dense_stage(model, dense):
 
 def _raw_motion_rcnn(model, inputs):
     """The traced part of Motion R-CNN: raw per-image detections and the camera head's output
-    (MotionRCNN.inference without postprocessing)."""
+    (MotionRCNN.inference without postprocessing). As TracingAdapter does for Detectron2's
+    heads, len() in the RoI motion heads is traced (not a constant), so that the number of
+    detections may change from pair to pair."""
     images = model.preprocess_image(inputs)
     features, camera = model._features_and_camera(images)
     proposals, _ = model._proposals(images, features, inputs, None)
-    results, _ = model.roi_heads(images, features, proposals, None)
+    patch_len = importlib.import_module("detectron2.export.torchscript_patch").patch_builtin_len
+    with patch_len([_MotionROIHeads.__module__]):
+        results, _ = model.roi_heads(images, features, proposals, None)
     return [{"instances": r} if camera is None else
             {"instances": r, "camera": {k: v[i] for k, v in camera.items()}}
             for i, r in enumerate(results)]
@@ -256,7 +262,9 @@ def _onnx_session(path):
     except ImportError as error:
         raise ImportError(f"running {path} needs onnxruntime: pip install "
                           "'motion_rcnn_d2[export]' (or onnxruntime)") from error
-    return onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()  # as many threads as torch
+    return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
 def write_manifest(path, plan, fmt, height, width, outputs):
