@@ -131,6 +131,10 @@ def test_unknown_format_and_missing_config_name_the_argument(tmp_path, capsys):
         export_model.main(["--config-file", str(tmp_path / "missing.yaml"), "--format", "export",
                            "--output", str(tmp_path / "out")])
     assert os.listdir(tmp_path) == []
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(NotADirectoryError, match=r"--output '.*a_file' is a file"):
+        export_model.main(["--config-file", "x.yaml", "--format", "export", "--output",
+                           str(tmp_path / "a_file")])
 
 
 def test_failure_mid_export_leaves_nothing(weights, tmp_path, monkeypatch):

@@ -120,6 +120,8 @@ def move_into(tmp, output):
 
 def main(argv=None):
     args = parse_args(argv)
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        raise NotADirectoryError(f"--output {args.output!r} is a file: give a folder")
     setup_logger(name="motion_rcnn_d2")
     cfg = setup_cfg(args)
     height, width = args.input_size or (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
