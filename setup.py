@@ -20,5 +20,7 @@ setup(
         "tabulate",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest"]},
+    # export: tools/export_model.py --format onnx (torch.onnx's dynamo exporter) and running
+    # the ONNX file (onnxruntime); the other formats need nothing more.
+    extras_require={"test": ["pytest"], "export": ["onnx", "onnxscript", "onnxruntime"]},
 )

@@ -25,7 +25,9 @@ The engine's uses of Detectron2 internals live here too, each with the versions 
 - :func:`create_ddp_model` / :func:`cpu_ddp_support`: DistributedDataParallel for a model on
   the CPU (0.6 and main pass a CUDA device id);
 - :func:`replace_checkpointer`: a trainer's own checkpointer (0.6 and main build theirs in
-  ``DefaultTrainer.__init__``, with no builder method to override).
+  ``DefaultTrainer.__init__``, with no builder method to override);
+- :func:`tracing_adapter`: Detectron2's ``TracingAdapter`` (0.6's ``detectron2.export`` imports
+  caffe2 on import, which no current torch ships).
 """
 import contextlib
 import importlib
@@ -34,7 +36,8 @@ import sys
 import types
 
 __all__ = ["install", "HAS_D2_EXTENSION", "set_local_process_group", "add_optimizer_state",
-           "load_optimizer_state", "create_ddp_model", "cpu_ddp_support", "replace_checkpointer"]
+           "load_optimizer_state", "create_ddp_model", "cpu_ddp_support", "replace_checkpointer",
+           "tracing_adapter"]
 
 HAS_D2_EXTENSION = True
 
@@ -187,3 +190,29 @@ def replace_checkpointer(trainer, build, **checkpointables):
     trainer.checkpointer = build(old.model, old.save_dir, **old.checkpointables,
                                  **checkpointables)
     return trainer.checkpointer
+
+
+def tracing_adapter():
+    """Detectron2's ``detectron2.export.TracingAdapter`` class.
+
+    0.6's ``detectron2/export/__init__.py`` imports its caffe2 exporter first, which fails
+    without caffe2 (gone from PyTorch since 2.0); ``TracingAdapter`` itself (``flatten.py``)
+    needs none of it. Then ``detectron2.export`` is registered as a bare package over the same
+    folder, without running its ``__init__``, and ``flatten`` is imported from it.
+    """
+    try:
+        from detectron2.export import TracingAdapter
+        return TracingAdapter
+    except ImportError as error:
+        if "caffe2" not in str(error):
+            raise
+    import detectron2
+
+    spec = importlib.util.find_spec("detectron2.export")
+    package = types.ModuleType("detectron2.export")
+    package.__path__ = list(spec.submodule_search_locations)
+    package.__package__ = "detectron2.export"
+    sys.modules["detectron2.export"] = package
+    detectron2.export = package
+    package.TracingAdapter = importlib.import_module("detectron2.export.flatten").TracingAdapter
+    return package.TracingAdapter

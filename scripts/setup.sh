@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything from nothing (idempotent; a second run takes seconds and changes nothing):
 #   .venv/ (inside the repo, git-ignored) with torch + torchvision, Detectron2, this plugin
-#   (editable) and the test tools.
+#   (editable) with the test tools and the ONNX export extra.
 # Detectron2: an install importable by python3 is reused (the venv then sees the system
 # site-packages); otherwise the PyPI fallback pb1-detectron2==0.6 is built without its
 # C++ extension (scripts/install_detectron2.py).
@@ -27,7 +27,7 @@ have detectron2 || python scripts/install_detectron2.py
 stamp="$VENV/.motion_rcnn_d2-installed"
 want="$(sha256sum setup.py | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! have motion_rcnn_d2; then
-  pip install -q --no-build-isolation -e ".[test]"
+  pip install -q --no-build-isolation -e ".[test,export]"
   echo "$want" > "$stamp"
 fi
 python -c "import motion_rcnn_d2, detectron2, torch; print('setup: torch', torch.__version__, '| detectron2', detectron2.__version__, '| C++ ops:', motion_rcnn_d2.compat.HAS_D2_EXTENSION)"

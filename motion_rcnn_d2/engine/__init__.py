@@ -8,7 +8,9 @@
   trainer's side (create_ddp_model for CPU models, re-exported here) is in motion_rcnn_d2.compat;
 - resume: ResumableTrainLoader, a training data stream that --resume continues exactly;
 - optimizer: build_motion_optimizer (SGD or AdamW, the heads' LR factors);
-- head_stats: HeadStatsHook, activation and gradient statistics of chosen modules.
+- head_stats: HeadStatsHook, activation and gradient statistics of chosen modules;
+- export: what of each meta-architecture goes into a deployment artefact, and running one
+  (tools/export_model.py).
 
 The names in __all__ are re-exported here; import anything else from its module.
 """

@@ -54,9 +54,20 @@ def require_key(batched_inputs, key, why):
 
 def batch_tensors(tensors, size_divisibility, device, pad_value=0.0):
     """Pad a list of (C, H_i, W_i) tensors to one (B, C, H, W) ImageList (H, W multiples of
-    `size_divisibility`, padding at the bottom/right with `pad_value`)."""
+    `size_divisibility`, padding at the bottom/right with `pad_value`).
+
+    The same batch as `ImageList.from_tensors`, but the padded size is computed from the
+    shapes as Python integers: Detectron2 computes it with tensor ops, which `torch.export`
+    turns into data-dependent sizes that stop the export (tools/export_model.py)."""
     tensors = [t.to(device=device, dtype=torch.float32) for t in tensors]
-    return ImageList.from_tensors(tensors, size_divisibility=size_divisibility, pad_value=pad_value)
+    image_sizes = [(int(t.shape[-2]), int(t.shape[-1])) for t in tensors]
+    stride = max(int(size_divisibility), 1)
+    height, width = (-(-max(sizes) // stride) * stride for sizes in zip(*image_sizes))
+    batched = tensors[0].new_full((len(tensors), *tensors[0].shape[:-2], height, width),
+                                  pad_value)
+    for i, (t, (h, w)) in enumerate(zip(tensors, image_sizes)):
+        batched[i, ..., :h, :w] = t
+    return ImageList(batched, image_sizes)
 
 
 def batch_frames(batched_inputs, pixel_mean, pixel_std, size_divisibility):

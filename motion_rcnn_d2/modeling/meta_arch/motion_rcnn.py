@@ -40,7 +40,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN, build_backb
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.modeling.proposal_generator import build_proposal_generator
 from detectron2.modeling.roi_heads import build_roi_heads
-from detectron2.structures import ImageList, Instances
+from detectron2.structures import Instances
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
@@ -184,8 +184,8 @@ class MotionRCNN(GeneralizedRCNN):
 
     def preprocess_image(self, batched_inputs: List[Dict[str, torch.Tensor]]):
         """Stack, normalise and pad the network inputs (6/12 channels) into an ImageList."""
-        return ImageList.from_tensors([self._network_input(x) for x in batched_inputs],
-                                      self.backbone.size_divisibility)
+        return batch_tensors([self._network_input(x) for x in batched_inputs],
+                             self.backbone.size_divisibility, self.device)
 
     def _proposals(self, images, features, batched_inputs, gt_instances):
         if self.proposal_generator is not None:
