@@ -116,7 +116,7 @@ def test_fpn_c6_outputs(depth):
     cfg = make_cfg(depth, name="build_resnet_c6_fpn_backbone", out_features=["res4"])
     backbone = build_backbone(cfg, ShapeSpec(channels=6))
     assert isinstance(backbone, FPNC6)
-    assert backbone.size_divisibility == 64
+    assert backbone.size_divisibility == 32  # Detectron2's FPN: the stride of res5
     names = ["p2", "p3", "p4", "p5", "p6", "res6"]
     shapes = backbone.output_shape()
     assert list(shapes) == names
@@ -138,16 +138,17 @@ def test_fpn_c6_outputs(depth):
     assert c6.shape == (1, CHANNELS[depth]["res6"], 1, 1)
 
 
-def test_odd_input_sizes_padded_to_64():
+def test_odd_input_sizes_padded_to_32_and_c6_rounds_up():
     backbone = build_backbone(
         make_cfg(18, name="build_resnet_c6_fpn_backbone"), ShapeSpec(channels=12))
     images = ImageList.from_tensors(
-        [torch.randn(12, 101, 157), torch.randn(12, 75, 190)], backbone.size_divisibility)
-    assert images.tensor.shape[-2:] == (128, 192)
+        [torch.randn(12, 150, 157), torch.randn(12, 75, 190)], backbone.size_divisibility)
+    assert images.tensor.shape[-2:] == (160, 192)  # 64 would give (192, 192)
     with torch.no_grad():
         out = backbone(images.tensor)
     for name, feature in out.items():
-        assert feature.shape[-2:] == (128 // STRIDES[name], 192 // STRIDES[name])
+        s = STRIDES[name]
+        assert feature.shape[-2:] == (-(-160 // s), -(-192 // s))  # ceil: P6 and C6 are 3 x 3
 
 
 def test_registered_and_errors_name_the_key():
@@ -191,6 +192,7 @@ def test_stock_mask_rcnn_trains_on_the_fpn_c6_backbone():
     cfg.MODEL.ROI_BOX_HEAD.FC_DIM = 64
     cfg.MODEL.RPN.PRE_NMS_TOPK_TRAIN, cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = 200, 50
     cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 32
+    cfg.MODEL.RPN.BATCH_SIZE_PER_IMAGE = 100000  # every anchor in the loss, P6's included
     model = build_model(cfg).train()
     instances = Instances((100, 150))
     instances.gt_boxes = Boxes(torch.tensor([[10.0, 10.0, 60.0, 50.0]]))

@@ -21,7 +21,7 @@ def test_network_input_stacking_and_padding():
     model = build_model(cfg).eval()
     x = make_input(height=100, width=150, num_instances=0, training=False)
     images = model.preprocess_image([x])
-    assert images.tensor.shape == (1, 12, 128, 192)  # padded to the size divisibility 64
+    assert images.tensor.shape == (1, 12, 128, 160)  # padded to the size divisibility 32
     assert images.image_sizes == [(100, 150)]
     mean = torch.tensor(cfg.MODEL.PIXEL_MEAN).view(3, 1, 1)
     std = torch.tensor(cfg.MODEL.PIXEL_STD).view(3, 1, 1)

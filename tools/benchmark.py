@@ -12,7 +12,7 @@ timed rounds; the median is reported) and every ratio divides two medians of the
 Models (tools/benchmark_models.py): "mask_rcnn" = Detectron2's GeneralizedRCNN from
 configs/Base-RCNN-FPN.yaml on frame t; "motion_rcnn_6ch" / "motion_rcnn_12ch" =
 configs/Base-MotionRCNN-C6-FPN.yaml without / with XYZ input; "mask_rcnn_pad64" (a diagnostic,
-not in --quick) = "mask_rcnn" with its input padded to multiples of 64 like the C6 backbone's;
+not in --quick) = "mask_rcnn" with its input padded to multiples of 64;
 "flownets", "sfmnet". Random weights (nothing is downloaded), the same ResNet depth and
 NUM_CLASSES, and RoI settings that give every R-CNN the same number of RoIs (see there). The
 inputs are the pairs of a synthetic world (1 sequence, generated into a temporary folder at the

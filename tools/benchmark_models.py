@@ -4,8 +4,8 @@ Models (random weights, nothing is downloaded; the same ResNet depth, NUM_CLASSE
 FrozenBN, FREEZE_AT 2): "mask_rcnn" = Detectron2's GeneralizedRCNN from
 configs/Base-RCNN-FPN.yaml on frame t (3 channels); "motion_rcnn_6ch" / "motion_rcnn_12ch" =
 configs/Base-MotionRCNN-C6-FPN.yaml without / with XYZ input; "mask_rcnn_pad64" = "mask_rcnn"
-with its input padded to multiples of 64 like the C6 backbone's (a diagnostic: it separates
-the cost of that padding from the rest); "flownets", "sfmnet" from their Base configs.
+with its input padded to multiples of 64 (a diagnostic: what padding for C6's stride would
+cost; the C6-FPN backbone pads to 32 like Detectron2's FPN); "flownets", "sfmnet" from their Base configs.
 
 The R-CNNs see the same number of RoIs, which random weights would otherwise make
 model-dependent:
@@ -85,7 +85,7 @@ def build(kind, depth, device, detections=100):
     """The model `kind` in eval mode, initialised from seed 0."""
     torch.manual_seed(0)
     model = build_model(model_cfg(kind, depth, device, detections)).eval()
-    if kind == "mask_rcnn_pad64":  # inputs padded like the C6 backbone's (module docstring)
+    if kind == "mask_rcnn_pad64":  # inputs padded to 64 (module docstring)
         model.backbone._size_divisibility = 64
     return model
 

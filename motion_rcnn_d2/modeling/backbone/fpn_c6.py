@@ -36,8 +36,10 @@ class FPNC6(FPN):
     """Detectron2's :class:`FPN` with :class:`LastLevelP6FromC6` as its top block, which
     also returns the bottom-up C6 map under its own name (``c6_feature``).
 
-    ``size_divisibility`` is the stride of C6 (64): inputs padded to it give P2..P6 of
-    exactly H/4..H/64.
+    ``size_divisibility`` stays that of Detectron2's FPN, the stride of its last input (res5:
+    32), which the top-down path needs; C6 and P6 are then ceil(H/64) x ceil(W/64) (the
+    stride-2 conv of C6 rounds up). Padding to 64 instead would add up to 63 rows of zeros:
+    at 512x160, 20 % more pixels for every layer.
     """
 
     def __init__(self, bottom_up, in_features, out_channels, norm="", fuse_type="sum",
@@ -66,16 +68,15 @@ class FPNC6(FPN):
                 )
             )
         self._c6_feature = c6_feature
-        self._size_divisibility = shapes[c6_feature].stride
 
     def forward(self, x):
         """
         Args:
-            x (Tensor): (B, C, H, W) network input, H and W multiples of 64.
+            x (Tensor): (B, C, H, W) network input, H and W multiples of 32.
 
         Returns:
-            dict[str->Tensor]: p2..p6 (B, OUT_CHANNELS, H/s, W/s) and the C6 map
-            (B, C6 channels, H/64, W/64).
+            dict[str->Tensor]: p2..p5 (B, OUT_CHANNELS, H/s, W/s), p6 and the C6 map
+            (B, OUT_CHANNELS or C6 channels, ceil(H/64), ceil(W/64)).
         """
         bottom_up_features = {}
         handle = self.bottom_up.register_forward_hook(
