@@ -285,7 +285,13 @@ def test_model_input_without_depth_names_the_key(model):
 
 
 @pytest.mark.parametrize("size", [(1, 1), (20, 30)])  # 1x1 and smaller than the stride 64
-def test_tiny_images_are_padded_and_work(model, size):
+def test_tiny_images_are_padded_and_work(size):
+    # padded to 32, the camera head's stride-32 map is 1x1: its GroupNorm (32 groups) needs 2+
+    # channels per group there, as the shipped configs have (CONV_DIM 128)
+    torch.manual_seed(0)
+    cfg = tiny_cfg()
+    cfg.MODEL.CAMERA_MOTION_HEAD.CONV_DIM = 64
+    model = build_model(cfg)
     height, width = size
     x = make_input(height, width, num_instances=0, training=False)
     out = outputs(model, x)
