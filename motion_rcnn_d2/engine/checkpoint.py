@@ -14,8 +14,8 @@ Detectron2 with ``pickle.load``: unpickling can run arbitrary code, so only load
 from sources you trust.
 
 Checkpoints are saved atomically (fvcore's ``save`` and ``tag_last_checkpoint`` through a path
-manager that writes ``<name>.pth.tmp``, then renames it over ``<name>.pth``; the same for
-``last_checkpoint``): a run killed while saving leaves the previous checkpoint and
+manager that writes a temporary file beside ``<name>.pth``, then renames it over it; the same
+for ``last_checkpoint``): a run killed while saving leaves the previous checkpoint and
 ``last_checkpoint`` intact.
 """
 import pickle
