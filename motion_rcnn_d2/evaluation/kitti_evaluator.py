@@ -10,12 +10,11 @@ from tabulate import tabulate
 
 from detectron2.data import DatasetCatalog
 from detectron2.evaluation import DatasetEvaluator
-from detectron2.utils import comm
 
 from ..data import formats
 from .kitti_metrics import (KITTI_METRICS, KITTI_REGIONS, kitti_pair_counts,
                             summarize_kitti_counts)
-from .motion_evaluator import write_json_atomically
+from .motion_evaluator import gather_partials, write_json_atomically
 
 __all__ = ["KittiSceneFlowEvaluator", "estimated_disparities"]
 
@@ -107,13 +106,9 @@ class KittiSceneFlowEvaluator(DatasetEvaluator):
         return kitti_pair_counts(obj_map, (gt_flow, gt_valid, flow, valid), disparities)
 
     def evaluate(self):
-        if self._distributed:
-            comm.synchronize()
-            partials = comm.gather(self._counts, dst=0)
-            if not comm.is_main_process():
-                return {}
-        else:
-            partials = [self._counts]
+        partials = gather_partials(self._counts, self._distributed)
+        if partials is None:
+            return {}
         counts = Counter()
         for partial in partials:
             counts.update(partial)

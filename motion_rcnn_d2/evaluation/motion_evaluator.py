@@ -108,13 +108,9 @@ class MotionEvaluator(DatasetEvaluator):
         return sums
 
     def evaluate(self):
-        if self._distributed:
-            comm.synchronize()
-            partials = comm.gather(self._sums, dst=0)
-            if not comm.is_main_process():
-                return {}
-        else:
-            partials = [self._sums]
+        partials = gather_partials(self._sums, self._distributed)
+        if partials is None:
+            return {}
         metrics = summarize_sums(merge_partial_sums(partials), self._class_names)
         if metrics["num_images"] == 0:
             self._logger.warning(f"[MotionEvaluator] no pairs of '{self._dataset_name}' were "
@@ -168,6 +164,16 @@ def _json_safe(value):
     if isinstance(value, float) and math.isnan(value):
         return None
     return value
+
+
+def gather_partials(local, distributed):
+    """An evaluator's per-process partial results: ``[local]``, or with ``distributed`` every
+    process's on the main process (a list, one per rank) and None on the others."""
+    if not distributed:
+        return [local]
+    comm.synchronize()
+    partials = comm.gather(local, dst=0)
+    return partials if comm.is_main_process() else None
 
 
 def write_json_atomically(results, path):
