@@ -71,7 +71,14 @@ def test_user_split_is_the_thesis_split(world, fresh_name):
         register_motion_dataset("user_val", world)
 
 
+def _as_default_world(monkeypatch):
+    """Make the `world` fixture's arguments those of the built-in synthetic world."""
+    for key, value in dict(sequences=2, frames=5, width=48, height=24, seed=1).items():
+        monkeypatch.setitem(synthetic.SYNTHETIC_WORLD, key, value)
+
+
 def test_builtin_synthetic_from_env_root(world, monkeypatch):
+    _as_default_world(monkeypatch)
     monkeypatch.setenv("MOTION_RCNN_DATASETS", os.path.dirname(world))
     val, train = DatasetCatalog.get("synthetic_val"), DatasetCatalog.get("synthetic_train")
     assert len(val) == 2 and len(train) == 6  # 8 pairs, 20 % for validation
@@ -89,6 +96,30 @@ def test_synthetic_world_generated_on_first_use(tmp_path, monkeypatch):
     assert len(val) == 1 and len(DatasetCatalog.get("synthetic_train")) == 4
     assert os.path.isdir(tmp_path / "synthetic" / "Scene01" / "clone" / "frames")
     assert [p for p in os.listdir(tmp_path) if p != "synthetic"] == []  # no temporary left
+    assert synthetic.ensure_synthetic_world(str(tmp_path / "synthetic"))  # world.json matches
+
+
+def test_a_world_of_other_arguments_or_version_is_refused(world, monkeypatch):
+    from motion_rcnn_d2.data.synthetic import GENERATOR_VERSION, read_world_description
+
+    assert read_world_description(world) == {
+        "generator_version": GENERATOR_VERSION, "sequences": 2, "frames": 5, "width": 48,
+        "height": 24, "seed": 1, "variant": "clone"}
+    _as_default_world(monkeypatch)
+    assert synthetic.ensure_synthetic_world(world) == world  # the same world: used as it is
+    monkeypatch.setitem(synthetic.SYNTHETIC_WORLD, "sequences", 3)
+    with pytest.raises(RuntimeError, match=f"'{world}' holds the world .*'sequences': 2.*"
+                                           r"'sequences': 3.*Delete the folder"):
+        synthetic.ensure_synthetic_world(world)
+    monkeypatch.setitem(synthetic.SYNTHETIC_WORLD, "sequences", 2)
+    monkeypatch.setattr("motion_rcnn_d2.data.synthetic.world.GENERATOR_VERSION",
+                        GENERATOR_VERSION + 1)
+    with pytest.raises(RuntimeError, match="'generator_version': 1.*'generator_version': 2"):
+        synthetic.ensure_synthetic_world(world)
+    old = os.path.dirname(world) + "/old_world"
+    os.makedirs(old + "/Scene01/clone")  # a world from before world.json
+    with pytest.raises(RuntimeError, match="no world.json .*older version"):
+        synthetic.ensure_synthetic_world(old)
 
 
 def test_split_sizes():

@@ -73,3 +73,33 @@ def test_default_is_detectron2_sgd_and_unknown_names_are_refused():
     assert len({g["lr"] for g in optimizer.param_groups}) == 1
     with pytest.raises(ValueError, match="SOLVER.OPTIMIZER = 'Adagrad'"):
         build_motion_optimizer(_cfg(OPTIMIZER="Adagrad"), model)
+
+
+def test_adamw_is_fused_and_updates_as_the_reference_loop():
+    torch.manual_seed(0)
+    model = _Model()
+    reference = _Model()
+    reference.load_state_dict(model.state_dict())
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = _cfg(OPTIMIZER="AdamW", BASE_LR=0.01, WEIGHT_DECAY=0.05)
+    optimizer = build_motion_optimizer(cfg, model)
+    assert all(group["fused"] for group in optimizer.param_groups)
+    # the same parameter groups, stepped by PyTorch's per-tensor loop
+    by_name = dict(reference.named_parameters())
+    names = {id(p): n for n, p in model.named_parameters()}
+    loop = torch.optim.AdamW(
+        [dict({k: v for k, v in g.items() if k not in ("params", "fused", "foreach")},
+              params=[by_name[names[id(p)]] for p in g["params"]])
+         for g in optimizer.param_groups], foreach=False)
+    x = torch.randn(5, 3)
+    for _ in range(3):
+        for net, opt in ((model, optimizer), (reference, loop)):
+            opt.zero_grad()
+            features = net.backbone(x)
+            loss = net.roi_heads.motion_head(net.roi_heads.box_head(features)).square().sum()
+            (loss + net.camera_head(features).square().sum()).backward()
+            opt.step()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p, by_name[name], rtol=1e-5, atol=1e-6)
+        assert not torch.equal(p, initial[name])  # stepped
+

@@ -10,7 +10,14 @@ from .motion import (
 )
 from .render import cast_rays, render_frame
 from .scene import CATEGORIES, Scene, SceneObject, intrinsics_for_size, sample_scene, sequence_rng
-from .world import generate_sequence, generate_world, sequence_name
+from .world import (
+    GENERATOR_VERSION,
+    generate_sequence,
+    generate_world,
+    read_world_description,
+    sequence_name,
+    world_description,
+)
 
 __all__ = [
     "CATEGORIES",
@@ -20,6 +27,9 @@ __all__ = [
     "cast_rays",
     "generate_sequence",
     "generate_world",
+    "GENERATOR_VERSION",
+    "read_world_description",
+    "world_description",
     "intrinsics_for_size",
     "matrix_to_euler_angles",
     "object_motion_from_camera_poses",
