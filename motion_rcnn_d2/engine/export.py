@@ -87,17 +87,18 @@ def sample_inputs(model, height, width, seed=0):
 
 
 class DenseStage(nn.Module):
-    """Motion R-CNN's dense stage: padded network input (B, 6/12, H, W) in, backbone features
-    (plus the motion head's "xyz" / "camera" context) and the camera head's output out."""
+    """Motion R-CNN's dense stage: padded network input (B, 6/12, H, W) (and the intrinsics
+    (B, 3, 3) for a camera head that reads them) in, backbone features (plus the motion head's
+    "xyz" / "camera" context) and the camera head's output out."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model
 
-    def forward(self, network_input):
+    def forward(self, network_input, intrinsics=None):
         size = tuple(network_input.shape[-2:])
         features, camera = self.model._features_and_camera(
-            ImageList(network_input, [size] * len(network_input)))
+            ImageList(network_input, [size] * len(network_input)), intrinsics)
         return {"features": features} if camera is None else {"features": features,
                                                                 "camera": camera}
 
@@ -108,8 +109,8 @@ def with_dense_stage(model, dense):
     ``dense`` (network input tensor -> the dict of :class:`DenseStage`), e.g. an exported
     program, and everything else as before: ``model(inputs)`` gives the usual outputs."""
 
-    def features_and_camera(images):
-        out = dense(images.tensor)
+    def features_and_camera(images, intrinsics=None):
+        out = dense(images.tensor) if intrinsics is None else dense(images.tensor, intrinsics)
         return out["features"], out.get("camera")
 
     model._features_and_camera = features_and_camera
@@ -125,7 +126,7 @@ def _raw_motion_rcnn(model, inputs):
     heads, len() in the RoI motion heads is traced (not a constant), so that the number of
     detections may change from pair to pair."""
     images = model.preprocess_image(inputs)
-    features, camera = model._features_and_camera(images)
+    features, camera = model._features_and_camera(images, model._camera_intrinsics(inputs))
     proposals, _ = model._proposals(images, features, inputs, None)
     patch_len = importlib.import_module("detectron2.export.torchscript_patch").patch_builtin_len
     with patch_len([_MotionROIHeads.__module__]):
@@ -177,11 +178,16 @@ def plan_export(model, fmt, inputs):
                           "MotionRCNN: the network to the raw detections and the camera motion",
                           MOTION_RCNN_TRACED)
     else:
-        network_input = model.preprocess_image([inputs]).tensor
-        adapter = TracingAdapter(DenseStage(model), (network_input,))
-        plan = ExportPlan(adapter, adapter.flattened_inputs, ["network_input"],
-                          "MotionRCNN: the dense stage (backbone, XYZ context, camera head; input: "
-                          "model.preprocess_image(inputs).tensor)", MOTION_RCNN_PARTIAL)
+        flat = (model.preprocess_image([inputs]).tensor,)
+        intrinsics = model._camera_intrinsics([inputs])
+        if intrinsics is not None:
+            flat += (intrinsics,)
+        adapter = TracingAdapter(DenseStage(model), flat)
+        plan = ExportPlan(adapter, adapter.flattened_inputs,
+                          ["network_input", "intrinsics"][:len(flat)],
+                          "MotionRCNN: the dense stage (backbone, XYZ context, camera head; inputs: "
+                          "model.preprocess_image(inputs).tensor and, for a camera head that reads "
+                          "them, the intrinsics)", MOTION_RCNN_PARTIAL)
     with torch.no_grad():
         plan.adapter(*plan.flat_inputs)  # sets outputs_schema
     return plan
@@ -200,7 +206,7 @@ def exported_runner(model, fmt, artefact, schema):
             model, [inputs], schema(artefact(*(inputs[k] for k in names))))[0]
 
     def run(inputs):
-        with with_dense_stage(model, lambda t: schema(artefact(t))):
+        with with_dense_stage(model, lambda *tensors: schema(artefact(*tensors))):
             return model([inputs])[0]
     return run
 

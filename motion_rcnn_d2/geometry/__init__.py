@@ -33,6 +33,7 @@ from .rotations import (
     rotation_y,
     rotation_z,
 )
+from .sweep import sweep_costs, sweep_forward_motion
 
 __all__ = [
     "apply_camera_motion",
@@ -63,5 +64,7 @@ __all__ = [
     "rotation_z",
     "scale_intrinsics",
     "scene_flow",
+    "sweep_costs",
+    "sweep_forward_motion",
     "warp_backward",
 ]

@@ -35,6 +35,7 @@ from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.utils.registry import Registry
 from torch import nn
 
+from ..geometry import sweep_forward_motion
 from .layers import RunningStandardize, motion_fc_layers, xyz_and_change
 from .motion import ROTATION_PARAM_DIMS, check_rotation_param, rotation_from_params
 from .motion_losses import rigid_motion_terms
@@ -136,17 +137,30 @@ class CameraMotionHead(nn.Module):
             "translations" (B, 3) metres, "moving_logits" (B, 2) (index 1 = moving) or None,
             "moving_probs" (B,) (ones without MOVING_ON).
         """
+        return self._decode(self._raw(x))
+
+    def _raw(self, x):
+        """The output layer's raw values (B, D) for the feature map x."""
         x = self.pool(F.relu(self.conv(x)))
-        out = self.predictor(self.fcs(self.standardize(x.flatten(start_dim=1))))
+        return self.predictor(self.fcs(self.standardize(x.flatten(start_dim=1))))
+
+    def _decode(self, out, rotation_base=None, translation_base=None):
+        """The outputs of `forward` from the raw output layer `out` (B, D): rotation params =
+        rotation_base + ROTATION_SCALE * r and t_cam = translation_base + TRANSLATION_SCALE * t,
+        the bases defaulting to 0 and TRANSLATION_MEAN."""
         parts = out.split(self._dims, dim=1)
         rotation = parts[0] * self.rotation_scale
+        if rotation_base is not None:
+            rotation = rotation + rotation_base
+        if translation_base is None:
+            translation_base = self.translation_mean
         moving_logits = parts[2] if self.moving_on else None
         moving_probs = (moving_logits.softmax(dim=1)[:, 1] if self.moving_on
                         else out.new_ones(out.shape[0]))
         return {
             "rotation_params": rotation,
             "rotations": rotation_from_params(rotation, self.rotation_param),
-            "translations": self.translation_mean + parts[1] * self.translation_scale,
+            "translations": translation_base + parts[1] * self.translation_scale,
             "moving_logits": moving_logits,
             "moving_probs": moving_probs,
         }
@@ -246,9 +260,90 @@ class CorrelationCameraHead(CameraMotionHead):
 
     def forward(self, x):
         """x: (B, 6 or 12, H, W) the normalised network input -> as `CameraMotionHead`."""
+        return self._decode(self._raw(self._encode(x)))
+
+    def _encode(self, x):
+        """The encoded cost volume (+ XYZ) (B, 128, H/32, W/32) of the network input x."""
         features_t, features_t1 = self.frame_encoder(
             torch.cat([x[:, 0:3], x[:, 3:6]])).chunk(2)  # both frames in one pass
         cost = [correlation(features_t, features_t1, self.radius)]
         if self.with_xyz:
             cost.append(F.adaptive_avg_pool2d(xyz_and_change(x), features_t.shape[-2:]))
-        return super().forward(self.cost_encoder(torch.cat(cost, dim=1)))
+        return self.cost_encoder(torch.cat(cost, dim=1))
+
+
+@CAMERA_MOTION_HEAD_REGISTRY.register()
+class SweepCameraHead(CorrelationCameraHead):
+    """`CorrelationCameraHead` whose outputs are corrections to an ego-motion sweep
+    (geometry/sweep.py): the forward translation t_z and yaw theta whose warp of frame t+1 by
+    frame t's depth best matches frame t. With the sweep's estimate as base,
+
+        rotation sines = (0, sin theta, 0) + ROTATION_SCALE * r,
+        t_cam = (TRANSLATION_MEAN_x, TRANSLATION_MEAN_y, t_z) + TRANSLATION_SCALE * t.
+
+    Why: the correlation head regressed the forward speed of unseen sequences toward the
+    training mean (docs/method.md section 3); the sweep measures it from geometry, which
+    carries over to any scene. Needs the 12-channel input (XYZ_t, in units of
+    MODEL.MOTION_RCNN.XYZ_SCALE) and the intrinsics of the input; Euler-sine rotations.
+    Config: SWEEP_FORWARD (min, max, count) metres, SWEEP_YAW (min, max, count) radians,
+    SWEEP_STRIDE (pixels between the points of frame t used), SWEEP_CLAMP (truncation of the
+    absolute difference of the normalised frames' mean channel).
+    """
+
+    needs_intrinsics = True
+
+    @configurable
+    def __init__(self, input_shape: ShapeSpec, *, sweep_forward=(-1.6, -0.2, 8),
+                 sweep_yaw=(-0.015, 0.015, 5), sweep_stride: int = 4, sweep_clamp: float = 0.5,
+                 xyz_scale: float = 1.0, **kwargs):
+        super().__init__(input_shape, **kwargs)
+        if not self.with_xyz:
+            raise ValueError("SweepCameraHead needs the depth of frame t: set "
+                             "MODEL.MOTION_RCNN.XYZ_INPUT True (12-channel input)")
+        if self.rotation_param != "euler_sines":
+            raise ValueError("SweepCameraHead: set MODEL.CAMERA_MOTION_HEAD.ROTATION_PARAM "
+                             "'euler_sines' (its yaw is the second Euler angle)")
+        for key, value in (("SWEEP_FORWARD", sweep_forward), ("SWEEP_YAW", sweep_yaw)):
+            if len(value) != 3 or int(value[2]) != value[2] or value[2] < 1 or value[0] > value[1]:
+                raise ValueError(f"MODEL.CAMERA_MOTION_HEAD.{key} = {list(value)}: give "
+                                 "(min, max, count) with min <= max and an integer count >= 1")
+        if int(sweep_stride) != sweep_stride or sweep_stride < 1:
+            raise ValueError(f"MODEL.CAMERA_MOTION_HEAD.SWEEP_STRIDE = {sweep_stride!r}: an "
+                             "integer >= 1")
+        self.sweep_forward, self.sweep_yaw = tuple(sweep_forward), tuple(sweep_yaw)
+        self.sweep_stride, self.sweep_clamp = int(sweep_stride), float(sweep_clamp)
+        self.xyz_scale = float(xyz_scale)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        args = super().from_config(cfg, input_shape)
+        head = cfg.MODEL.CAMERA_MOTION_HEAD
+        args.update(sweep_forward=tuple(head.SWEEP_FORWARD), sweep_yaw=tuple(head.SWEEP_YAW),
+                    sweep_stride=head.SWEEP_STRIDE, sweep_clamp=head.SWEEP_CLAMP,
+                    xyz_scale=cfg.MODEL.MOTION_RCNN.XYZ_SCALE)
+        return args
+
+    def sweep(self, x, intrinsics):
+        """The sweep's (t_z (B,) metres, theta (B,) radians) for the network input x
+        (B, 12, H, W) and the intrinsics (B, 3, 3) of its pixel grid."""
+        gray = x[:, 0:6].reshape(x.shape[0], 2, 3, *x.shape[-2:]).mean(dim=2)  # (B, 2, H, W)
+        first = self.sweep_stride // 2
+        sampled = (slice(None), slice(None), slice(first, None, self.sweep_stride),
+                   slice(first, None, self.sweep_stride))
+        points = x[:, 6:9][sampled] * self.xyz_scale
+        return sweep_forward_motion(gray[:, 0:1][sampled], gray[:, 1:2], points, intrinsics,
+                                    self.sweep_forward, self.sweep_yaw, self.sweep_clamp)
+
+    def forward(self, x, intrinsics=None):
+        """x: (B, 12, H, W) the normalised network input; intrinsics: (B, 3, 3) K of its pixel
+        grid -> as `CameraMotionHead`, plus "sweep_forward" (B,) and "sweep_yaw" (B,)."""
+        if intrinsics is None:
+            raise ValueError("SweepCameraHead needs the intrinsics of the input (B, 3, 3)")
+        t_z, theta = self.sweep(x.detach(), intrinsics.to(x.dtype))
+        zeros = torch.zeros_like(t_z)
+        rotation_base = torch.stack([zeros, torch.sin(theta), zeros], dim=1)
+        translation_base = torch.stack([self.translation_mean[0].expand_as(t_z),
+                                        self.translation_mean[1].expand_as(t_z), t_z], dim=1)
+        out = self._decode(self._raw(self._encode(x)), rotation_base, translation_base)
+        out.update(sweep_forward=t_z, sweep_yaw=theta)
+        return out

@@ -199,14 +199,24 @@ class MotionRCNN(GeneralizedRCNN):
             return images.tensor
         return features[self.camera_in_feature]
 
-    def _features_and_camera(self, images):
+    def _camera_intrinsics(self, batched_inputs):
+        """(B, 3, 3) K of the inputs when the camera head reads them (its `needs_intrinsics`,
+        e.g. SweepCameraHead), else None."""
+        if not getattr(self.camera_head, "needs_intrinsics", False):
+            return None
+        why = f"the camera head {type(self.camera_head).__name__}"
+        return torch.stack([self._intrinsics(x, why) for x in batched_inputs])
+
+    def _features_and_camera(self, images, intrinsics=None):
         """Backbone features plus the entries the RoI motion head reads
         (MODEL.ROI_MOTION_HEAD.IN_FEATURES "xyz", "camera"), and the camera head's output
-        (None without it)."""
+        (None without it); `intrinsics` (B, 3, 3) go to a camera head that needs them."""
         features = self.backbone(images.tensor)
         camera = None
         if self.camera_head is not None:
-            camera = self.camera_head(self._camera_input(images, features))
+            head_input = self._camera_input(images, features)
+            camera = (self.camera_head(head_input) if intrinsics is None
+                      else self.camera_head(head_input, intrinsics))
         keys = getattr(self.roi_heads, "motion_context_keys", ())
         if MOTION_XYZ_KEY in keys:
             features[MOTION_XYZ_KEY] = xyz_and_change(images.tensor)
@@ -230,7 +240,8 @@ class MotionRCNN(GeneralizedRCNN):
         gt_instances = None
         if "instances" in batched_inputs[0]:
             gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
-        features, camera = self._features_and_camera(images)
+        features, camera = self._features_and_camera(
+            images, self._camera_intrinsics(batched_inputs))
         proposals, proposal_losses = self._proposals(images, features, batched_inputs,
                                                      gt_instances)
         flow_targets = None
@@ -293,7 +304,8 @@ class MotionRCNN(GeneralizedRCNN):
         if self.training:
             raise RuntimeError("MotionRCNN.inference runs in eval mode: call model.eval() first")
         images = self.preprocess_image(batched_inputs)
-        features, camera = self._features_and_camera(images)
+        features, camera = self._features_and_camera(
+            images, self._camera_intrinsics(batched_inputs))
         if detected_instances is None:
             proposals, _ = self._proposals(images, features, batched_inputs, None)
             results, _ = self.roi_heads(images, features, proposals, None)
