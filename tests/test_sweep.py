@@ -76,8 +76,17 @@ def test_costs_match_a_per_pixel_computation_and_vanish_at_the_true_motion():
 
 @pytest.mark.parametrize("t_z, yaw", [(-0.8, 0.006), (-1.25, -0.0105), (-0.43, 0.0)])
 def test_sweep_recovers_the_forward_motion_and_yaw(t_z, yaw):
-    estimate_z, estimate_yaw = sweep_forward_motion(*_pair(t_z, yaw), (-1.6, -0.2, 8),
-                                                    (-0.015, 0.015, 5), 1.0)
+    pair = _pair(t_z, yaw)
+    estimate_z, estimate_yaw, coarse = sweep_forward_motion(*pair, (-1.6, -0.2, 8),
+                                                            (-0.015, 0.015, 5), 1.0)
+    # the first grid's costs: every (t_z, yaw) of the grid, t_z major
+    z_grid, yaw_grid = torch.meshgrid(torch.linspace(-1.6, -0.2, 8),
+                                      torch.linspace(-0.015, 0.015, 5), indexing="ij")
+    zeros = torch.zeros(40)
+    rotations = euler_angles_to_matrix(torch.stack([zeros, yaw_grid.flatten(), zeros], dim=1))
+    translations = torch.stack([zeros, zeros, z_grid.flatten()], dim=1)
+    torch.testing.assert_close(coarse, sweep_costs(*pair, rotations[None], translations[None],
+                                                   1.0).reshape(1, 8, 5))
     # grid steps 0.2 m and 0.0075 rad; refined to well under the half steps of the 2nd level
     assert estimate_z.item() == pytest.approx(t_z, abs=0.02)
     assert estimate_yaw.item() == pytest.approx(yaw, abs=0.0008)
@@ -107,7 +116,7 @@ def test_sweep_head_outputs_its_sweep_plus_a_correction():
         head.predictor.weight.zero_()
         head.predictor.bias.zero_()
         out = head(x, intrinsics)
-        expected_z, expected_yaw = sweep_forward_motion(gray_t, gray_t1, points, intrinsics,
+        expected_z, expected_yaw, _ = sweep_forward_motion(gray_t, gray_t1, points, intrinsics,
                                                         (-1.6, -0.2, 8), (-0.015, 0.015, 5), 1.0)
     torch.testing.assert_close(out["sweep_forward"], expected_z)
     torch.testing.assert_close(out["translations"][:, 2], expected_z)

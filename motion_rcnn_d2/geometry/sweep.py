@@ -80,7 +80,7 @@ def sweep_forward_motion(gray_t, gray_t1, points, intrinsics, forward, yaws, cla
         forward: (min, max, num) of t_z in metres (a camera driving forward has t_z < 0).
         yaws: (min, max, num) of theta in radians (Euler angle about the camera's y axis).
     Returns:
-        t_z (B,) metres and theta (B,) radians.
+        t_z (B,) metres, theta (B,) radians, and the costs of the first grid (B, nz, ny).
     """
     def grid(lo, hi, num):
         return torch.linspace(float(lo), float(hi), int(num), device=points.device,
@@ -105,6 +105,8 @@ def sweep_forward_motion(gray_t, gray_t1, points, intrinsics, forward, yaws, cla
                                    dim=-1)
         costs = sweep_costs(gray_t, gray_t1, points, intrinsics, _yaw_rotations(y_grid),
                             translations, clamp).reshape(batch, nz, ny)
+        if level == 0:
+            coarse = costs
         best = costs.flatten(1).argmin(dim=1)
         iz, iy = best // ny, best % ny
         centre_z = zs.gather(1, iz[:, None])[:, 0]
@@ -113,4 +115,4 @@ def sweep_forward_motion(gray_t, gray_t1, points, intrinsics, forward, yaws, cla
     along_yaw = costs.gather(1, iz[:, None, None].expand(-1, 1, ny))[:, 0]
     t_z = centre_z + _parabola_offset(along_z, iz, nz) * steps[0] / 2
     theta = centre_yaw + _parabola_offset(along_yaw, iy, ny) * steps[1] / 2
-    return t_z, theta
+    return t_z, theta, coarse

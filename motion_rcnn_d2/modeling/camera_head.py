@@ -60,7 +60,7 @@ class CameraMotionHead(nn.Module):
                  moving_on: bool = True, rotation_param: str = "euler_sines",
                  output_init_std: float = 1e-3, rotation_scale: float = 0.01,
                  translation_scale: float = 1.0, translation_mean=(0.0, 0.0, 0.0),
-                 loss_weights=None):
+                 loss_weights=None, extra_dim: int = 0):
         """
         Args:
             input_shape: the input feature map (channels used).
@@ -75,6 +75,8 @@ class CameraMotionHead(nn.Module):
                 loss normalisation.
             translation_mean: (3,) metres added to the translation output (dataset mean).
             loss_weights: {"rot", "trans", "moving"} -> weight (default 1 each).
+            extra_dim: length of a vector a subclass appends to the flattened features
+                (`_raw`'s `extra`).
         """
         super().__init__()
         check_rotation_param(rotation_param, "MODEL.CAMERA_MOTION_HEAD.ROTATION_PARAM")
@@ -97,7 +99,7 @@ class CameraMotionHead(nn.Module):
                            norm=get_norm(norm, conv_dim))
         weight_init.c2_msra_fill(self.conv)
         self.pool = nn.AdaptiveAvgPool2d(pool_size)
-        in_dim = conv_dim * pool_size * pool_size
+        in_dim = conv_dim * pool_size * pool_size + extra_dim
         self.standardize = RunningStandardize(in_dim) if standardize_input else nn.Identity()
         self._dims = (ROTATION_PARAM_DIMS[rotation_param], 3) + ((2,) if moving_on else ())
         self.fcs, self.predictor = motion_fc_layers(in_dim, num_fc, fc_dim, sum(self._dims),
@@ -139,10 +141,13 @@ class CameraMotionHead(nn.Module):
         """
         return self._decode(self._raw(x))
 
-    def _raw(self, x):
-        """The output layer's raw values (B, D) for the feature map x."""
-        x = self.pool(F.relu(self.conv(x)))
-        return self.predictor(self.fcs(self.standardize(x.flatten(start_dim=1))))
+    def _raw(self, x, extra=None):
+        """The output layer's raw values (B, D) for the feature map x (and the vectors
+        `extra` (B, extra_dim) appended to its flattened features)."""
+        x = self.pool(F.relu(self.conv(x))).flatten(start_dim=1)
+        if extra is not None:
+            x = torch.cat([x, extra], dim=1)
+        return self.predictor(self.fcs(self.standardize(x)))
 
     def _decode(self, out, rotation_base=None, translation_base=None):
         """The outputs of `forward` from the raw output layer `out` (B, D): rotation params =
@@ -296,7 +301,9 @@ class SweepCameraHead(CorrelationCameraHead):
     def __init__(self, input_shape: ShapeSpec, *, sweep_forward=(-1.6, -0.2, 8),
                  sweep_yaw=(-0.015, 0.015, 5), sweep_stride: int = 4, sweep_clamp: float = 0.5,
                  xyz_scale: float = 1.0, **kwargs):
-        super().__init__(input_shape, **kwargs)
+        # the FC layers also read the sweep's estimate (2) and its first grid's costs
+        super().__init__(input_shape, extra_dim=2 + int(sweep_forward[2]) * int(sweep_yaw[2]),
+                         **kwargs)
         if not self.with_xyz:
             raise ValueError("SweepCameraHead needs the depth of frame t: set "
                              "MODEL.MOTION_RCNN.XYZ_INPUT True (12-channel input)")
@@ -324,8 +331,8 @@ class SweepCameraHead(CorrelationCameraHead):
         return args
 
     def sweep(self, x, intrinsics):
-        """The sweep's (t_z (B,) metres, theta (B,) radians) for the network input x
-        (B, 12, H, W) and the intrinsics (B, 3, 3) of its pixel grid."""
+        """The sweep's t_z (B,) metres, theta (B,) radians and first grid's costs (B, nz, ny)
+        for the network input x (B, 12, H, W) and the intrinsics (B, 3, 3) of its pixel grid."""
         gray = x[:, 0:6].reshape(x.shape[0], 2, 3, *x.shape[-2:]).mean(dim=2)  # (B, 2, H, W)
         first = self.sweep_stride // 2
         sampled = (slice(None), slice(None), slice(first, None, self.sweep_stride),
@@ -339,11 +346,15 @@ class SweepCameraHead(CorrelationCameraHead):
         grid -> as `CameraMotionHead`, plus "sweep_forward" (B,) and "sweep_yaw" (B,)."""
         if intrinsics is None:
             raise ValueError("SweepCameraHead needs the intrinsics of the input (B, 3, 3)")
-        t_z, theta = self.sweep(x.detach(), intrinsics.to(x.dtype))
+        t_z, theta, costs = self.sweep(x.detach(), intrinsics.to(x.dtype))
+        costs = costs.flatten(1)
+        low, high = costs.min(dim=1, keepdim=True).values, costs.max(dim=1, keepdim=True).values
+        extra = torch.cat([t_z[:, None], theta[:, None] / self.rotation_scale,
+                           (costs - low) / (high - low).clamp(min=1e-6)], dim=1)
         zeros = torch.zeros_like(t_z)
         rotation_base = torch.stack([zeros, torch.sin(theta), zeros], dim=1)
         translation_base = torch.stack([self.translation_mean[0].expand_as(t_z),
                                         self.translation_mean[1].expand_as(t_z), t_z], dim=1)
-        out = self._decode(self._raw(self._encode(x)), rotation_base, translation_base)
+        out = self._decode(self._raw(self._encode(x), extra), rotation_base, translation_base)
         out.update(sweep_forward=t_z, sweep_yaw=theta)
         return out
