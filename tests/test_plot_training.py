@@ -5,16 +5,24 @@ import math
 import os
 import sys
 
+import numpy as np
 import pytest
+from detectron2.data import DatasetCatalog
 from PIL import Image
+
+from motion_rcnn_d2.data.synthetic import generate_world
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
 import plot_training as tool  # noqa: E402
-from plot_training import (Series, main, parse_zero_motion_arguments, plot_training,  # noqa: E402
-                           read_metrics, read_zero_motion)
+from plot_training import (Series, computed_zero_motion, main,  # noqa: E402
+                           parse_zero_motion_arguments, plot_training, read_metrics,
+                           read_zero_motion)
 
 DETECTION = ("loss_cls", "loss_box_reg", "loss_mask", "loss_rpn_cls", "loss_rpn_loc")
 OURS = ("loss_motion_rot", "loss_motion_trans", "loss_cam_rot", "loss_cam_trans")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICK = os.path.join(REPO, "configs/quick_schedules/motion_rcnn_R18_C6_FPN_instant_test.yaml")
+SETS = {"synthetic_val": 1, "synthetic_test": 2, "plot_world": 3}
 EVALUATED = {"E_R": "motion", "E_t": "motion", "E_R_cam": "motion", "E_t_cam": "motion",
              "AEE": "motion", "AP": "bbox"}
 
@@ -32,7 +40,7 @@ def _losses(iteration):
 def _evaluation(dataset, iteration, prefix=True):
     """Every metric j of data set d at iteration i is 100 d + 10 j + i / 10, plus the keys the
     evaluators log beside them (counts, per class, other AP numbers)."""
-    d = {"synthetic_val": 1, "synthetic_test": 2}[dataset]
+    d = SETS[dataset]
     name = f"{dataset}/" if prefix else ""
     row = {}
     for j, (metric, task) in enumerate(EVALUATED.items()):
@@ -45,7 +53,7 @@ def _evaluation(dataset, iteration, prefix=True):
 
 
 def _value(dataset, metric, iteration):
-    return 100 * {"synthetic_val": 1, "synthetic_test": 2}[dataset] + \
+    return 100 * SETS[dataset] + \
         10 * list(EVALUATED).index(metric) + iteration / 10
 
 
@@ -93,18 +101,21 @@ def test_series_are_read_exactly_per_key_and_data_set(tmp_path):
         for dataset, series in curves.metrics[metric].items():
             assert series.iterations == [19, 40]
             if (dataset, metric) == ("synthetic_test", "E_R"):
-                assert math.isnan(series.values[0]) and series.values[1] == _value(dataset, metric, 40)
+                assert math.isnan(series.values[0])
+                assert series.values[1] == _value(dataset, metric, 40)
             else:
                 assert series.values == [_value(dataset, metric, i) for i in (19, 40)]
 
 
 def test_one_test_set_logs_without_its_name_and_a_resumed_run_keeps_the_last_values(tmp_path):
     rows = [{"iteration": 9, "loss_cls": 1.0, "total_loss": 1.0},
-            {"iteration": 19, "loss_cls": 0.5, "total_loss": 0.5, **_evaluation("synthetic_val", 19, False)},
+            {"iteration": 19, "loss_cls": 0.5, "total_loss": 0.5,
+             **_evaluation("synthetic_val", 19, False)},
             {"iteration": 29, "loss_cls": 0.25, "total_loss": 0.25},
             # resumed from the checkpoint of iteration 19: 29 is logged again
             {"iteration": 29, "loss_cls": 0.125, "total_loss": 0.125},
-            {"iteration": 39, "loss_cls": 0.0, "total_loss": 0.1, **_evaluation("synthetic_val", 39, False)}]
+            {"iteration": 39, "loss_cls": 0.0, "total_loss": 0.1,
+             **_evaluation("synthetic_val", 39, False)}]
     curves = read_metrics(str(_write_lines(tmp_path / "metrics.json", rows)), "synthetic_val")
     assert curves.losses["loss_cls"] == Series([9, 19, 29, 39], [1.0, 0.5, 0.125, 0.0])
     assert curves.metrics["E_t_cam"] == {
@@ -133,7 +144,8 @@ def test_png_of_every_panel_with_zero_levels(tmp_path):
 
 
 def test_command_line_names_the_one_test_set_from_the_runs_config(tmp_path):
-    rows = [{"iteration": 19, "loss_cls": 0.5, "total_loss": 0.5, **_evaluation("synthetic_val", 19, False)}]
+    rows = [{"iteration": 19, "loss_cls": 0.5, "total_loss": 0.5,
+             **_evaluation("synthetic_val", 19, False)}]
     _write_lines(tmp_path / "metrics.json", rows)
     (tmp_path / "config.yaml").write_text("DATASETS:\n  TEST:\n  - synthetic_val\n  TRAIN:\n  - x\n")
     zero = os.path.dirname(_zero_motion(tmp_path / "zero"))
@@ -228,3 +240,35 @@ def test_bad_arguments_raise_naming_the_file_or_data_set(tmp_path):
     with pytest.raises(ValueError, match="bad.json: 'motion' key 'AEE' is '6', not a number"):
         read_zero_motion(str(bad))
     assert not os.path.exists(os.path.join(os.path.dirname(run), tool.DEFAULT_OUTPUT))
+
+
+def test_zero_motion_levels_computed_for_a_registered_world(tmp_path):
+    """--zero-motion-datasets computes the levels with tools/zero_motion_baseline.py's function:
+    the camera's are the mean GT camera rotation angle and translation norm of the world's pairs
+    (identity camera predicted), computed here from the dataset dicts."""
+    root = str(tmp_path / "world")
+    generate_world(root, sequences=1, frames=3, width=128, height=48, seed=0, progress=False)
+    rows = [{"iteration": 19, "loss_cls": 0.5, "total_loss": 0.5,
+             **_evaluation("plot_world", 19)}]
+    _write_lines(tmp_path / "metrics.json", rows)
+    with pytest.raises(ValueError, match=r"--zero-motion other: .* \(it has: plot_world\)"):
+        main([str(tmp_path), "--zero-motion-datasets", "other", "--config-file", QUICK])
+    with pytest.raises(FileNotFoundError, match="config.yaml'; give the run's config"):
+        main([str(tmp_path), "--zero-motion-datasets", "plot_world",
+              "--register", f"plot_world={root}"])
+    output = main([str(tmp_path), "--zero-motion-datasets", "plot_world", "--config-file", QUICK,
+                   "--register", f"plot_world={root}"])
+    with Image.open(output) as image:
+        assert image.size == (1200, 3 * 320)
+
+    levels = computed_zero_motion(["plot_world"], QUICK)["plot_world"]
+    dicts = DatasetCatalog.get("plot_world")
+    assert len(dicts) == 2
+    translations = [np.linalg.norm(d["camera_motion"]["translation"]) for d in dicts]
+    # the model input holds float32 rotations; near 0 deg arccos magnifies their rounding
+    traces = [np.trace(np.float32(d["camera_motion"]["rotation"]).astype(np.float64)) for d in dicts]
+    angles = [np.degrees(np.arccos(np.clip((t - 1) / 2, -1, 1))) for t in traces]
+    assert levels["E_t_cam"] == pytest.approx(np.mean(translations), rel=1e-6)
+    assert levels["E_R_cam"] == pytest.approx(np.mean(angles), rel=1e-6)
+    assert sorted(levels) == ["AEE", "E_R", "E_R_cam", "E_t", "E_t_cam"]
+    assert levels["AEE"] > 0 and levels["E_t"] > 0

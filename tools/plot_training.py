@@ -3,8 +3,9 @@
 iteration, from the run's ``metrics.json``.
 
     python tools/plot_training.py output/synthetic_cpu \
-        --zero-motion synthetic_val=output/zero_motion/synthetic_val \
-        --zero-motion synthetic_test=output/zero_motion/synthetic_test
+        --zero-motion-datasets synthetic_val synthetic_test
+    python tools/plot_training.py output/synthetic_cpu/metrics.json --output curves.png \
+        --zero-motion synthetic_val=output/zero_motion/synthetic_val/motion_metrics.json
 
 The first argument is the run's ``metrics.json`` (the JSON lines of Detectron2's JSONWriter) or
 the ``OUTPUT_DIR`` holding it. The PNG (default ``training_curves.png`` beside it) has:
@@ -22,19 +23,22 @@ the ``OUTPUT_DIR`` holding it. The PNG (default ``training_curves.png`` beside i
   panel, with a warning;
 - each data set's zero-motion level (every GT object detected with identity motion, identity
   camera, zero flow: the model has learned a motion where its line is below this) as a
-  dashed horizontal line in the data set's colour. ``--zero-motion NAME=PATH`` (repeatable)
-  reads it from the ``motion_metrics.json`` (or its folder) that
-  ``python tools/zero_motion_baseline.py --config-file CFG --dataset NAME --output FOLDER``
-  writes; box AP has no zero level.
+  dashed horizontal line in the data set's colour; box AP has no zero level. Either
+  ``--zero-motion-datasets NAME ...`` computes them now with tools/zero_motion_baseline.py's
+  `zero_motion_metrics` and the run's ``config.yaml`` (or ``--config-file``; data sets of
+  ``--register NAME=ROOT`` as in train_net.py; same ``$MOTION_RCNN_DATASETS`` as the run), or
+  ``--zero-motion NAME=PATH`` (repeatable) reads them from the ``motion_metrics.json`` (or its
+  folder) that ``tools/zero_motion_baseline.py --dataset NAME --output FOLDER`` wrote.
 
 The figure is 1200 px wide and 320 px high per row of panels (the losses, then three metrics
 per row); it is written atomically. An iteration logged twice (a run resumed from an earlier
 checkpoint) keeps its last value; a last line without its newline (a run still writing) is
 skipped with a warning.
 
-Errors: FileNotFoundError for a missing metrics.json or zero-motion file; ValueError naming the
-file, line and key for a malformed file, for ``--zero-motion`` of a data set the run never
-evaluated, and when the file holds neither loss terms nor evaluation results.
+Errors: FileNotFoundError for a missing metrics.json, zero-motion file or config; ValueError
+naming the file, line and key for a malformed file, for a zero-motion data set the run never
+evaluated (checked before any computing), and when the file holds neither loss terms nor
+evaluation results.
 """
 import argparse
 import json
@@ -48,11 +52,12 @@ import matplotlib
 import yaml
 from matplotlib.figure import Figure
 
+from motion_rcnn_d2.data import register_from_arguments
 from motion_rcnn_d2.evaluation.motion_evaluator import RESULTS_FILE as ZERO_MOTION_FILE
 from motion_rcnn_d2.utils.files import write_atomically
 
 __all__ = ["METRICS", "Series", "TrainingCurves", "read_metrics", "read_zero_motion",
-           "plot_training"]
+           "zero_motion_levels", "computed_zero_motion", "plot_training"]
 
 logger = logging.getLogger("plot_training")
 
@@ -174,18 +179,45 @@ def read_zero_motion(path):
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
         raise ValueError(f"--zero-motion: {path} is not a JSON object with a 'motion' object, "
                          "as MotionEvaluator writes into motion_metrics.json.") from None
+    return zero_motion_levels(motion, f"--zero-motion: {path}")
+
+
+def zero_motion_levels(motion, source):
+    """{metric: level} of the motion metrics of METRICS in MotionEvaluator's ``motion`` results
+    (None or nan: nothing measured, no line); `source` names them in errors."""
     levels = {}
     for metric, (task, key, _) in METRICS.items():
         if task != "motion":
             continue
         if key not in motion:
-            raise ValueError(f"--zero-motion: {path}: 'motion' has no key '{key}'.")
+            raise ValueError(f"{source}: 'motion' has no key '{key}'.")
         value = motion[key]
         if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
-            raise ValueError(f"--zero-motion: {path}: 'motion' key '{key}' is {value!r}, not a "
-                             "number (or null).")
+            raise ValueError(f"{source}: 'motion' key '{key}' is {value!r}, not a number (or "
+                             "null).")
         levels[metric] = math.nan if value is None else float(value)
     return levels
+
+
+def computed_zero_motion(names, config_file, opts=()):
+    """{data set: {metric: level}} of the registered data sets `names`, computed now by
+    tools/zero_motion_baseline.py's `zero_motion_metrics` with the config `config_file`."""
+    from zero_motion_baseline import zero_motion_config, zero_motion_metrics  # tools/, beside us
+
+    cfg = zero_motion_config(config_file, opts)
+    return {name: zero_motion_levels(zero_motion_metrics(cfg, name)["motion"],
+                                     f"zero motion of '{name}'") for name in names}
+
+
+def check_datasets(curves, names, source=METRICS_FILE):
+    """Raise ValueError for a name of `names` that is not a data set evaluated in `curves`."""
+    datasets = sorted({ds for by_set in curves.metrics.values() for ds in by_set})
+    for name in names:
+        if name not in datasets:
+            raise ValueError(
+                f"--zero-motion {name}: {source} has no evaluation results of a data set of that "
+                f"name (it has: {', '.join(datasets) or 'none'}). A run with one test set logs its "
+                "results without the name: name it with --dataset-name.")
 
 
 def _panels(curves, source):
@@ -217,13 +249,8 @@ def plot_training(curves, output, zero_motion=None, source=METRICS_FILE):
         the panels drawn: "loss" and metrics of METRICS, in order.
     """
     zero_motion = zero_motion or {}
+    check_datasets(curves, zero_motion, source)
     datasets = sorted({ds for by_set in curves.metrics.values() for ds in by_set})
-    for name in zero_motion:
-        if name not in datasets:
-            raise ValueError(
-                f"--zero-motion {name}: {source} has no evaluation results of a data set of that "
-                f"name (it has: {', '.join(datasets) or 'none'}). A run with one test set logs its "
-                "results without the name: name it with --dataset-name.")
     panels = _panels(curves, source)
     metric_rows = math.ceil(sum(p != "loss" for p in panels) / COLUMNS)
     rows = metric_rows + (panels[0] == "loss")
@@ -296,6 +323,13 @@ def main(argv=None):
     p.add_argument("--zero-motion", action="append", default=[], metavar="NAME=PATH",
                    help="a data set's zero-motion level: the motion_metrics.json (or its folder) "
                         "of tools/zero_motion_baseline.py --output; repeatable")
+    p.add_argument("--zero-motion-datasets", nargs="+", default=[], metavar="NAME",
+                   help="compute these data sets' zero-motion levels now (as "
+                        "tools/zero_motion_baseline.py) with --config-file")
+    p.add_argument("--config-file", default=None,
+                   help="config for --zero-motion-datasets (default: the run's config.yaml)")
+    p.add_argument("--register", action="append", default=[], metavar="NAME=ROOT",
+                   help="register a data set in the Virtual KITTI 2 layout (as train_net.py)")
     p.add_argument("--dataset-name", default=None,
                    help="name of the one data set of a run with one DATASETS.TEST (default: the "
                         f"run's config.yaml, else '{DEFAULT_DATASET_NAME}')")
@@ -305,8 +339,17 @@ def main(argv=None):
     folder = os.path.dirname(path)
     name = args.dataset_name or single_test_set_name(folder) or DEFAULT_DATASET_NAME
     output = args.output or os.path.join(folder, DEFAULT_OUTPUT)
-    panels = plot_training(read_metrics(path, name), output,
-                           parse_zero_motion_arguments(args.zero_motion), source=path)
+    curves = read_metrics(path, name)
+    zero_motion = parse_zero_motion_arguments(args.zero_motion)
+    if args.zero_motion_datasets:
+        check_datasets(curves, args.zero_motion_datasets, path)  # before the work
+        register_from_arguments(args.register)
+        config_file = args.config_file or os.path.join(folder, "config.yaml")
+        if not os.path.isfile(config_file):
+            raise FileNotFoundError(f"--zero-motion-datasets: no config '{config_file}'; give "
+                                    "the run's config with --config-file.")
+        zero_motion.update(computed_zero_motion(args.zero_motion_datasets, config_file))
+    panels = plot_training(curves, output, zero_motion, source=path)
     logger.info(f"{output}: {', '.join(panels)}")
     return output
 
