@@ -4,6 +4,7 @@
 Every GT object is "detected" perfectly (its GT box and class) with identity motion, the
 camera with identity motion, and the flow is zero; MotionEvaluator scores that exactly like
 a model. A model has learned motion where its E_t, E_t^cam and AEE are below these.
+`zero_motion_metrics(cfg, name)` does it for tools/plot_training.py's zero-motion lines too.
 
     python tools/zero_motion_baseline.py --config-file CFG [--dataset synthetic_val]
     python tools/zero_motion_baseline.py --config-file CFG --register my_world=datasets/my_world \
@@ -50,6 +51,29 @@ def zero_motion_output(inputs):
     return out
 
 
+def zero_motion_config(config_file, opts=()):
+    """The config of `config_file` (a shipped config, or a run's config.yaml) and KEY VALUE
+    pairs `opts`."""
+    cfg = get_cfg()
+    add_motion_rcnn_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
+def zero_motion_metrics(cfg, dataset_name, output_dir=None):
+    """MotionEvaluator's results ``{"motion": {name: number}}`` of the zero-motion baseline on
+    the registered data set `dataset_name` (its pairs through the config's test loader); with
+    `output_dir` also written to ``output_dir/motion_metrics.json``."""
+    prepare_datasets([dataset_name])
+    loader = build_detection_test_loader(cfg, dataset_name, mapper=MotionDatasetMapper(cfg, False))
+    evaluator = MotionEvaluator(dataset_name, distributed=False, output_dir=output_dir)
+    evaluator.reset()
+    for batch in loader:
+        evaluator.process(batch, [zero_motion_output(x) for x in batch])
+    return evaluator.evaluate()
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config-file", required=True)
@@ -62,18 +86,8 @@ def main():
     setup_logger()
     setup_logger(name="motion_rcnn_d2")
     register_from_arguments(args.register)
-    cfg = get_cfg()
-    add_motion_rcnn_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    name = args.dataset or cfg.DATASETS.TEST[0]
-    prepare_datasets([name])
-    loader = build_detection_test_loader(cfg, name, mapper=MotionDatasetMapper(cfg, False))
-    evaluator = MotionEvaluator(name, distributed=False, output_dir=args.output)
-    evaluator.reset()
-    for batch in loader:
-        evaluator.process(batch, [zero_motion_output(x) for x in batch])
-    return evaluator.evaluate()
+    cfg = zero_motion_config(args.config_file, args.opts)
+    return zero_motion_metrics(cfg, args.dataset or cfg.DATASETS.TEST[0], args.output)
 
 
 if __name__ == "__main__":
