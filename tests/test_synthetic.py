@@ -276,7 +276,8 @@ def test_same_seed_same_bytes_other_seed_other_bytes(world, tmp_path):
     generate_world(again, sequences=SEQUENCES, frames=FRAMES, width=WIDTH, height=HEIGHT,
                    seed=SEED, progress=False)
     first = _hashes(world[0])
-    assert len(first) == SEQUENCES * (5 * FRAMES - 1 + 6)
+    assert len(first) == SEQUENCES * (5 * FRAMES - 1 + 6) + 1  # + world.json
+    assert "world.json" in first
     assert _hashes(again) == first
     other = tmp_path / "other"
     generate_world(other, sequences=1, frames=FRAMES, width=WIDTH, height=HEIGHT, seed=SEED + 1,
