@@ -93,12 +93,14 @@ def add_motion_rcnn_config(cfg):
     _C.MODEL.CAMERA_MOTION_HEAD.CORRELATION_RADIUS = 3
     # SweepCameraHead: its grid of forward translations t_z (min, max, count; metres, < 0 is
     # driving forward) and yaws (min, max, count; radians), the stride (pixels) between the
-    # points of frame t it warps, and the truncation of the photometric difference (units of
-    # the normalised frames).
+    # points of frame t it warps, the truncation of the photometric difference (units of the
+    # normalised frames) and of the depth difference to frame t+1's depth (metres; 0: no depth
+    # term).
     _C.MODEL.CAMERA_MOTION_HEAD.SWEEP_FORWARD = [-1.6, -0.2, 8]
     _C.MODEL.CAMERA_MOTION_HEAD.SWEEP_YAW = [-0.015, 0.015, 5]
     _C.MODEL.CAMERA_MOTION_HEAD.SWEEP_STRIDE = 4
     _C.MODEL.CAMERA_MOTION_HEAD.SWEEP_CLAMP = 0.5
+    _C.MODEL.CAMERA_MOTION_HEAD.SWEEP_DEPTH_CLAMP = 0.3
     # 1x1 conv width, pooled grid (resized to POOL_SIZE x POOL_SIZE), FC layers.
     _C.MODEL.CAMERA_MOTION_HEAD.CONV_DIM = 512
     # Normalisation after the 1x1 conv ("" none, "GN", "BN", ...): without one the conv + ReLU

@@ -92,6 +92,33 @@ def test_sweep_recovers_the_forward_motion_and_yaw(t_z, yaw):
     assert estimate_yaw.item() == pytest.approx(yaw, abs=0.0008)
 
 
+def test_depth_term_matches_a_per_pixel_computation_and_finds_the_speed_alone():
+    """A wall 12 m ahead in both frames' XYZ, frames without texture: only the depth term
+    tells the speed (the wall is 12 + t_z m away in frame t+1)."""
+    gray_t, gray_t1 = torch.zeros(1, 1, H, W), torch.zeros(1, 1, H, W)
+    points = backproject(torch.full((1, 1, H, W), 12.0), K[None])
+    depth_t1 = torch.full((1, 1, H, W), 12.0 - 0.9)
+    depth_t1[..., :, :10] = 0.0  # invalid: the clamp
+    translations = torch.tensor([[[0.0, 0.0, -0.9], [0.0, 0.0, -0.5], [0.1, 0.0, -1.2]]])
+    rotations = torch.eye(3).expand(1, 3, 3, 3)
+    costs = sweep_costs(gray_t, gray_t1, points, K[None], rotations, translations, 0.5,
+                        depth_t1, 0.3)
+    for n in range(3):
+        t = translations[0, n]
+        moved = points[0].reshape(3, -1).T + t
+        u = 80.0 * moved[:, 0] / moved[:, 2] + 47.5
+        v = 80.0 * moved[:, 1] / moved[:, 2] + 23.5
+        inside = (u >= 0) & (u <= W - 1) & (v >= 0) & (v <= H - 1)
+        near_invalid = u < 10  # bilinear weights reach the invalid columns 0..9
+        gap = torch.where(near_invalid, torch.tensor(0.3),
+                          (moved[:, 2] - (12.0 - 0.9)).abs().clamp(max=0.3))
+        expected = (gap[inside] * 0.5 / 0.3).mean()
+        assert costs[0, n].item() == pytest.approx(expected.item(), rel=1e-4)
+    estimate_z, _, _ = sweep_forward_motion(gray_t, gray_t1, points, K[None], (-1.6, -0.2, 8),
+                                            (-0.015, 0.015, 5), 0.5, depth_t1, 0.3)
+    assert estimate_z.item() == pytest.approx(-0.9, abs=0.01)
+
+
 def _sweep_head(**kwargs):
     cfg = get_cfg()
     add_motion_rcnn_config(cfg)
@@ -111,7 +138,7 @@ def test_sweep_head_outputs_its_sweep_plus_a_correction():
     # head warps frame t+1 over all of frame t's pixels (SWEEP_STRIDE 1)
     x = torch.cat([gray_t.expand(-1, 3, -1, -1), gray_t1.expand(-1, 3, -1, -1), points / 10.0,
                    points / 10.0], dim=1)
-    head = _sweep_head(SWEEP_CLAMP=1.0).eval()
+    head = _sweep_head(SWEEP_CLAMP=1.0, SWEEP_DEPTH_CLAMP=0.0).eval()  # photometric only
     with torch.no_grad():
         head.predictor.weight.zero_()
         head.predictor.bias.zero_()

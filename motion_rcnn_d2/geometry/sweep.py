@@ -6,7 +6,12 @@ is seen in frame t+1 at pi(K (R_n P(x) + t_n)). Its photometric cost is
     c_n = mean_x min(|I_t(x) - I_t+1(pi(K (R_n P(x) + t_n)))|, clamp)
 
 over the pixels x whose point is valid and lands inside frame t+1 (I_t+1 bilinear, pixel
-centres at integers). The truncation bounds what moving objects and occlusions contribute.
+centres at integers). Given frame t+1's depth D_t+1, a static point must also land on its
+surface: the term min(|Z'(x) - D_t+1(x')|, depth_clamp) (Z' the moved point's depth, x' its
+pixel), scaled to the photometric clamp, is added to each pixel's error. It tells the forward
+speed where texture cannot (a far wall comes nearer by t_z; streaks along the direction of
+motion look alike for any speed). The truncations bound what moving objects and occlusions
+contribute.
 The sweep evaluates a grid of forward translations t_z and yaws (rotation about the camera's
 y axis) and refines the best one, like a plane sweep in multi-view stereo.
 """
@@ -19,7 +24,8 @@ from .rotations import euler_angles_to_matrix
 __all__ = ["sweep_costs", "sweep_forward_motion"]
 
 
-def sweep_costs(gray_t, gray_t1, points, intrinsics, rotations, translations, clamp):
+def sweep_costs(gray_t, gray_t1, points, intrinsics, rotations, translations, clamp,
+                depth_t1=None, depth_clamp=1.0):
     """Photometric cost c_n of each hypothesis (module docstring).
 
     Args:
@@ -29,6 +35,10 @@ def sweep_costs(gray_t, gray_t1, points, intrinsics, rotations, translations, cl
         intrinsics: (B, 3, 3) K of frame t+1's pixel grid.
         rotations: (B, N, 3, 3); translations: (B, N, 3) metres; hypotheses P -> R P + t.
         clamp: truncation of the absolute difference (units of the frames).
+        depth_t1: optional (B, 1, H, W) depth of frame t+1 in metres (<= 0: invalid); adds the
+            geometric term min(|Z'(x) - D_t+1(x')|, depth_clamp) / depth_clamp x clamp, Z' the
+            moved point's depth and x' its pixel (a static point must land on frame t+1's
+            surface); where D_t+1 is invalid around x' the term is the clamp.
     Returns:
         (B, N) costs; `clamp` for a hypothesis that leaves no pixel inside.
     """
@@ -48,6 +58,14 @@ def sweep_costs(gray_t, gray_t1, points, intrinsics, rotations, translations, cl
     warped = F.grid_sample(gray_t1, grid.to(gray_t1.dtype), mode="bilinear",
                            padding_mode="border", align_corners=True)[:, 0]  # (B, N, h*w)
     error = (warped - gray_t.flatten(2)).abs().clamp(max=clamp)
+    if depth_t1 is not None:
+        sampled = F.grid_sample(depth_t1, grid.to(depth_t1.dtype), mode="bilinear",
+                                padding_mode="border", align_corners=True)[:, 0]
+        valid_t1 = F.grid_sample((depth_t1 > 0).to(depth_t1.dtype), grid.to(depth_t1.dtype),
+                                 mode="bilinear", padding_mode="border", align_corners=True)[:, 0]
+        gap = (moved[:, :, 2] - sampled).abs().clamp(max=depth_clamp)
+        gap = torch.where(valid_t1 > 0.999, gap, torch.full_like(gap, depth_clamp))
+        error = error + gap * (clamp / depth_clamp)
     count = inside.sum(dim=-1)
     total = torch.where(inside, error, torch.zeros_like(error)).sum(dim=-1)
     return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, clamp))
@@ -70,13 +88,15 @@ def _parabola_offset(costs, index, num):
 
 
 @torch.no_grad()
-def sweep_forward_motion(gray_t, gray_t1, points, intrinsics, forward, yaws, clamp):
+def sweep_forward_motion(gray_t, gray_t1, points, intrinsics, forward, yaws, clamp,
+                         depth_t1=None, depth_clamp=1.0):
     """The forward translation t_z and yaw theta of the best camera-motion hypothesis
     (R = Ry(theta), t = (0, 0, t_z)): a grid over `forward` x `yaws`, then a grid of half the
     steps around the best cell, then a parabola through the neighbours along each axis.
 
     Args:
-        gray_t, gray_t1, points, intrinsics, clamp: as in `sweep_costs`.
+        gray_t, gray_t1, points, intrinsics, clamp, depth_t1, depth_clamp: as in
+            `sweep_costs`.
         forward: (min, max, num) of t_z in metres (a camera driving forward has t_z < 0).
         yaws: (min, max, num) of theta in radians (Euler angle about the camera's y axis).
     Returns:
@@ -104,7 +124,7 @@ def sweep_forward_motion(gray_t, gray_t1, points, intrinsics, forward, yaws, cla
         translations = torch.stack([torch.zeros_like(z_grid), torch.zeros_like(z_grid), z_grid],
                                    dim=-1)
         costs = sweep_costs(gray_t, gray_t1, points, intrinsics, _yaw_rotations(y_grid),
-                            translations, clamp).reshape(batch, nz, ny)
+                            translations, clamp, depth_t1, depth_clamp).reshape(batch, nz, ny)
         if level == 0:
             coarse = costs
         best = costs.flatten(1).argmin(dim=1)

@@ -292,7 +292,8 @@ class SweepCameraHead(CorrelationCameraHead):
     MODEL.MOTION_RCNN.XYZ_SCALE) and the intrinsics of the input; Euler-sine rotations.
     Config: SWEEP_FORWARD (min, max, count) metres, SWEEP_YAW (min, max, count) radians,
     SWEEP_STRIDE (pixels between the points of frame t used), SWEEP_CLAMP (truncation of the
-    absolute difference of the normalised frames' mean channel).
+    absolute difference of the normalised frames' mean channel), SWEEP_DEPTH_CLAMP (metres:
+    truncation of the depth term against XYZ_t+1; 0 = photometric only).
     """
 
     needs_intrinsics = True
@@ -300,7 +301,7 @@ class SweepCameraHead(CorrelationCameraHead):
     @configurable
     def __init__(self, input_shape: ShapeSpec, *, sweep_forward=(-1.6, -0.2, 8),
                  sweep_yaw=(-0.015, 0.015, 5), sweep_stride: int = 4, sweep_clamp: float = 0.5,
-                 xyz_scale: float = 1.0, **kwargs):
+                 sweep_depth_clamp: float = 0.3, xyz_scale: float = 1.0, **kwargs):
         # the FC layers also read the sweep's estimate (2) and its first grid's costs
         super().__init__(input_shape, extra_dim=2 + int(sweep_forward[2]) * int(sweep_yaw[2]),
                          **kwargs)
@@ -319,6 +320,7 @@ class SweepCameraHead(CorrelationCameraHead):
                              "integer >= 1")
         self.sweep_forward, self.sweep_yaw = tuple(sweep_forward), tuple(sweep_yaw)
         self.sweep_stride, self.sweep_clamp = int(sweep_stride), float(sweep_clamp)
+        self.sweep_depth_clamp = float(sweep_depth_clamp)
         self.xyz_scale = float(xyz_scale)
 
     @classmethod
@@ -327,6 +329,7 @@ class SweepCameraHead(CorrelationCameraHead):
         head = cfg.MODEL.CAMERA_MOTION_HEAD
         args.update(sweep_forward=tuple(head.SWEEP_FORWARD), sweep_yaw=tuple(head.SWEEP_YAW),
                     sweep_stride=head.SWEEP_STRIDE, sweep_clamp=head.SWEEP_CLAMP,
+                    sweep_depth_clamp=head.SWEEP_DEPTH_CLAMP,
                     xyz_scale=cfg.MODEL.MOTION_RCNN.XYZ_SCALE)
         return args
 
@@ -338,8 +341,10 @@ class SweepCameraHead(CorrelationCameraHead):
         sampled = (slice(None), slice(None), slice(first, None, self.sweep_stride),
                    slice(first, None, self.sweep_stride))
         points = x[:, 6:9][sampled] * self.xyz_scale
+        depth_t1 = x[:, 11:12] * self.xyz_scale if self.sweep_depth_clamp > 0 else None
         return sweep_forward_motion(gray[:, 0:1][sampled], gray[:, 1:2], points, intrinsics,
-                                    self.sweep_forward, self.sweep_yaw, self.sweep_clamp)
+                                    self.sweep_forward, self.sweep_yaw, self.sweep_clamp,
+                                    depth_t1, max(self.sweep_depth_clamp, 1e-6))
 
     def forward(self, x, intrinsics=None):
         """x: (B, 12, H, W) the normalised network input; intrinsics: (B, 3, 3) K of its pixel
