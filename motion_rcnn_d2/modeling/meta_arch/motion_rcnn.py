@@ -56,7 +56,8 @@ from ..camera_head import build_camera_motion_head
 from ..layers import xyz_and_change
 from ..motion import MOTION_CAMERA_KEY, MOTION_XYZ_KEY, gated_motion, supervision_from_config
 from ..motion_losses import FlowSupervision, camera_flow_loss
-from .frame_pairs import batch_background, batch_flow_targets, batch_tensors, require_key
+from .frame_pairs import (batch_background, batch_flow_targets, batch_tensors, padded_batch,
+                          require_key, sizes_only)
 
 __all__ = ["MotionRCNN"]
 
@@ -160,32 +161,56 @@ class MotionRCNN(GeneralizedRCNN):
                              "K is that of the resized image the model receives.")
         return k.to(self.device, torch.float32)
 
-    def _xyz(self, depth, intrinsics):
-        """XYZ = backproject(depth, K) / XYZ_SCALE, 0 where depth is invalid; (1,H,W) -> (3,H,W)."""
+    def _xyz(self, depth, intrinsics, out):
+        """out (3, H, W) = backproject(depth, K) / XYZ_SCALE, 0 where depth is invalid
+        (depth (1, H, W) metres)."""
         depth = depth.to(self.device, torch.float32)[None]
-        valid = (depth > 0) & torch.isfinite(depth)
-        points = backproject(torch.where(valid, depth, torch.zeros_like(depth)), intrinsics[None])
-        return torch.where(valid, points, torch.zeros_like(points))[0] / self.xyz_scale
+        invalid = (depth <= 0) | ~torch.isfinite(depth)
+        points = backproject(depth.masked_fill(invalid, 0.0), intrinsics[None])
+        torch.div(points.masked_fill_(invalid, 0.0)[0], self.xyz_scale, out=out)
 
-    def _network_input(self, x):
-        """Normalised frames t, t+1 (+ XYZ_t, XYZ_t+1) stacked: (6 or 12, H, W)."""
-        frames = [(self._require(x, key, "the two-frame input").to(self.device) - self.pixel_mean)
-                  / self.pixel_std for key in ("image", "image_next")]
+    @property
+    def input_channels(self):
+        """Channels of the network input: 6 (two frames) or 12 (with XYZ_t, XYZ_t+1)."""
+        return 12 if self.xyz_input else 6
+
+    def _network_input(self, x, out=None):
+        """Normalised frames t, t+1 (+ XYZ_t, XYZ_t+1) stacked: (6 or 12, H, W), written into
+        `out` when given (a view into the padded batch: no per-pair copy)."""
+        frames = [self._require(x, key, "the two-frame input") for key in ("image", "image_next")]
+        if tuple(frames[0].shape) != tuple(frames[1].shape):
+            raise ValueError(f"input {x.get('file_name', '')!r}: image {tuple(frames[0].shape)} "
+                             f"and image_next {tuple(frames[1].shape)} differ in size")
+        size = tuple(frames[0].shape[-2:])
+        if out is None:
+            out = torch.empty((self.input_channels, *size), device=self.device)
+        for frame, part in zip(frames, (out[0:3], out[3:6])):
+            torch.sub(frame.to(self.device), self.pixel_mean, out=part).div_(self.pixel_std)
         if not self.xyz_input:
-            return torch.cat(frames)
+            return out
         why = "MODEL.MOTION_RCNN.XYZ_INPUT (set it False for the frames-only input)"
         depth = self._require(x, "depth", why)
-        if tuple(depth.shape[-2:]) != tuple(frames[0].shape[-2:]):
+        if tuple(depth.shape[-2:]) != size:
             raise ValueError(f"input {x.get('file_name', '')!r}: depth {tuple(depth.shape)} and "
                              f"image {tuple(frames[0].shape)} differ in size")
         intrinsics = self._intrinsics(x, why)
-        xyz = [self._xyz(depth, intrinsics), self._xyz(x.get("depth_next", depth), intrinsics)]
-        return torch.cat(frames + xyz)
+        self._xyz(depth, intrinsics, out[6:9])
+        if "depth_next" in x:
+            self._xyz(x["depth_next"], intrinsics, out[9:12])
+        else:  # XYZ_t+1 = XYZ_t
+            out[9:12] = out[6:9]
+        return out
 
     def preprocess_image(self, batched_inputs: List[Dict[str, torch.Tensor]]):
-        """Stack, normalise and pad the network inputs (6/12 channels) into an ImageList."""
-        return batch_tensors([self._network_input(x) for x in batched_inputs],
-                             self.backbone.size_divisibility, self.device)
+        """Normalise and stack the network inputs (6/12 channels) straight into their padded
+        batch, an ImageList."""
+        sizes = [self._require(x, "image", "the two-frame input").shape[-2:]
+                 for x in batched_inputs]
+        images = padded_batch(sizes, (self.input_channels,), self.backbone.size_divisibility,
+                              self.device)
+        for x, batched, (h, w) in zip(batched_inputs, images.tensor, images.image_sizes):
+            self._network_input(x, batched[:, :h, :w])
+        return images
 
     def _proposals(self, images, features, batched_inputs, gt_instances):
         if self.proposal_generator is not None:
@@ -294,6 +319,8 @@ class MotionRCNN(GeneralizedRCNN):
             raise RuntimeError("MotionRCNN.inference runs in eval mode: call model.eval() first")
         images = self.preprocess_image(batched_inputs)
         features, camera = self._features_and_camera(images)
+        # the pixels are read: free them before the RoI heads (the mask head's peak)
+        images = sizes_only(images)
         if detected_instances is None:
             proposals, _ = self._proposals(images, features, batched_inputs, None)
             results, _ = self.roi_heads(images, features, proposals, None)
