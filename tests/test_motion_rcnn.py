@@ -74,6 +74,10 @@ def test_network_input_is_bitwise_the_previous_stacking(xyz):
     assert images.tensor.shape == expected.tensor.shape == (2, 12 if xyz else 6, 128, 96)
     assert torch.equal(images.tensor, expected.tensor)
     assert torch.equal(model._network_input(a), expected.tensor[0, :, :70, :90])
+    a["image_next"] = a["image_next"][:, :-1]
+    with pytest.raises(ValueError, match=r"synthetic_1.png.*\(3, 70, 90\) and image_next "
+                                         r"\(3, 69, 90\) differ in size"):
+        model.preprocess_image([a])
 
 
 def test_inference_frees_the_network_input_before_the_roi_heads():

@@ -7,6 +7,7 @@ Used by MotionRCNN, FlowNetS and SfM-Net:
 - `padded_batch`: the padded (B, C, H, W) ImageList that images of given sizes go into;
 - `batch_tensors`: pad (C, H_i, W_i) tensors into one ImageList;
 - `sizes_only`: an ImageList without its pixels (only the image sizes);
+- `write_frames`, `write_xyz`: Motion R-CNN's input channels, written into (a view of) its batch;
 - `batch_frames`: both frames of each pair, normalised and stacked (6 channels), plus the raw
   frames in [0, 1] (for photometric losses);
 - `batch_flow_targets`: GT flow and its validity, padded like the frames (padding invalid);
@@ -24,12 +25,16 @@ import torch.nn.functional as F
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import BitMasks, ImageList
 
+from ...geometry import backproject
+
 __all__ = [
     "require_key",
     "batch_frames",
     "batch_tensors",
     "padded_batch",
     "sizes_only",
+    "write_frames",
+    "write_xyz",
     "batch_flow_targets",
     "batch_background",
     "output_size",
@@ -89,6 +94,25 @@ def sizes_only(images):
     generators and RoI heads), so that the network input can be freed before them."""
     empty = images.tensor.new_empty((images.tensor.shape[0], 0, *images.tensor.shape[-2:]))
     return ImageList(empty, images.image_sizes)
+
+
+def write_frames(frames, pixel_mean, pixel_std, out, name=""):
+    """out (6, H, W) = the frames (I_t, I_t+1), each (3, H, W), normalised: (I - mean) / std;
+    a ValueError naming the input `name` when the frames differ in size."""
+    if tuple(frames[0].shape) != tuple(frames[1].shape):
+        raise ValueError(f"input {name!r}: image {tuple(frames[0].shape)} and image_next "
+                         f"{tuple(frames[1].shape)} differ in size")
+    for frame, part in zip(frames, (out[0:3], out[3:6])):
+        torch.sub(frame.to(out.device), pixel_mean, out=part).div_(pixel_std)
+
+
+def write_xyz(depth, intrinsics, xyz_scale, out):
+    """out (3, H, W) = backproject(depth, K) / xyz_scale, 0 where depth (1, H, W) metres is
+    invalid (<= 0 or not finite); K (3, 3) on out's device."""
+    depth = depth.to(out.device, torch.float32)[None]
+    invalid = (depth <= 0) | ~torch.isfinite(depth)
+    points = backproject(depth.masked_fill(invalid, 0.0), intrinsics[None])
+    torch.div(points.masked_fill_(invalid, 0.0)[0], xyz_scale, out=out)
 
 
 def batch_frames(batched_inputs, pixel_mean, pixel_std, size_divisibility):

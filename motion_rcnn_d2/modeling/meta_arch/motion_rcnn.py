@@ -45,7 +45,6 @@ from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from ...geometry import (
-    backproject,
     camera_flow,
     check_intrinsics,
     compose_flow_indexed,
@@ -57,7 +56,7 @@ from ..layers import xyz_and_change
 from ..motion import MOTION_CAMERA_KEY, MOTION_XYZ_KEY, gated_motion, supervision_from_config
 from ..motion_losses import FlowSupervision, camera_flow_loss
 from .frame_pairs import (batch_background, batch_flow_targets, batch_tensors, padded_batch,
-                          require_key, sizes_only)
+                          require_key, sizes_only, write_frames, write_xyz)
 
 __all__ = ["MotionRCNN"]
 
@@ -161,31 +160,14 @@ class MotionRCNN(GeneralizedRCNN):
                              "K is that of the resized image the model receives.")
         return k.to(self.device, torch.float32)
 
-    def _xyz(self, depth, intrinsics, out):
-        """out (3, H, W) = backproject(depth, K) / XYZ_SCALE, 0 where depth is invalid
-        (depth (1, H, W) metres)."""
-        depth = depth.to(self.device, torch.float32)[None]
-        invalid = (depth <= 0) | ~torch.isfinite(depth)
-        points = backproject(depth.masked_fill(invalid, 0.0), intrinsics[None])
-        torch.div(points.masked_fill_(invalid, 0.0)[0], self.xyz_scale, out=out)
-
-    @property
-    def input_channels(self):
-        """Channels of the network input: 6 (two frames) or 12 (with XYZ_t, XYZ_t+1)."""
-        return 12 if self.xyz_input else 6
-
     def _network_input(self, x, out=None):
         """Normalised frames t, t+1 (+ XYZ_t, XYZ_t+1) stacked: (6 or 12, H, W), written into
         `out` when given (a view into the padded batch: no per-pair copy)."""
         frames = [self._require(x, key, "the two-frame input") for key in ("image", "image_next")]
-        if tuple(frames[0].shape) != tuple(frames[1].shape):
-            raise ValueError(f"input {x.get('file_name', '')!r}: image {tuple(frames[0].shape)} "
-                             f"and image_next {tuple(frames[1].shape)} differ in size")
         size = tuple(frames[0].shape[-2:])
         if out is None:
-            out = torch.empty((self.input_channels, *size), device=self.device)
-        for frame, part in zip(frames, (out[0:3], out[3:6])):
-            torch.sub(frame.to(self.device), self.pixel_mean, out=part).div_(self.pixel_std)
+            out = torch.empty((12 if self.xyz_input else 6, *size), device=self.device)
+        write_frames(frames, self.pixel_mean, self.pixel_std, out[:6], x.get("file_name", ""))
         if not self.xyz_input:
             return out
         why = "MODEL.MOTION_RCNN.XYZ_INPUT (set it False for the frames-only input)"
@@ -194,9 +176,9 @@ class MotionRCNN(GeneralizedRCNN):
             raise ValueError(f"input {x.get('file_name', '')!r}: depth {tuple(depth.shape)} and "
                              f"image {tuple(frames[0].shape)} differ in size")
         intrinsics = self._intrinsics(x, why)
-        self._xyz(depth, intrinsics, out[6:9])
+        write_xyz(depth, intrinsics, self.xyz_scale, out[6:9])
         if "depth_next" in x:
-            self._xyz(x["depth_next"], intrinsics, out[9:12])
+            write_xyz(x["depth_next"], intrinsics, self.xyz_scale, out[9:12])
         else:  # XYZ_t+1 = XYZ_t
             out[9:12] = out[6:9]
         return out
@@ -206,8 +188,8 @@ class MotionRCNN(GeneralizedRCNN):
         batch, an ImageList."""
         sizes = [self._require(x, "image", "the two-frame input").shape[-2:]
                  for x in batched_inputs]
-        images = padded_batch(sizes, (self.input_channels,), self.backbone.size_divisibility,
-                              self.device)
+        images = padded_batch(sizes, (12 if self.xyz_input else 6,),
+                              self.backbone.size_divisibility, self.device)
         for x, batched, (h, w) in zip(batched_inputs, images.tensor, images.image_sizes):
             self._network_input(x, batched[:, :h, :w])
         return images
