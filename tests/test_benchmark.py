@@ -64,6 +64,9 @@ def test_parse_args_defaults_and_errors():
     full, quick = benchmark.parse_args([]), benchmark.parse_args(["--quick"])
     assert full.sizes == [(1242, 375), (512, 160)] and full.detections == 100
     assert quick.sizes == [(256, 80)] and quick.repeats < full.repeats
+    assert (full.memory_runs, quick.memory_runs) == (3, 1)
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--memory-runs", "0"])
     with pytest.raises(SystemExit):
         benchmark.parse_args(["--sizes", "1242by375"])
     with pytest.raises(SystemExit):
@@ -71,13 +74,17 @@ def test_parse_args_defaults_and_errors():
 
 
 def test_goals_follow_the_limits():
-    result = {"inference": {"1x1": {"motion_rcnn_6ch": {"ratio": 1.1},
-                                    "motion_rcnn_12ch": {"ratio": 1.2}}},
+    result = {"inference": {"1x1": {"motion_rcnn_6ch": {"ratio": 1.05},
+                                    "motion_rcnn_12ch": {"ratio": 1.06}}},
+              "memory": {"method": "peak", "1x1": {"motion_rcnn_6ch": {"inference_ratio": 1.16},
+                                                   "motion_rcnn_12ch": {"inference_ratio": 1.15}}},
               "data": {"ratio": {"2": 0.5}}}
     goals = {g["goal"]: g for g in benchmark_report.evaluate_goals(result)}
-    assert len(goals) == 3
+    assert len(goals) == 5
     assert goals["inference motion_rcnn_6ch / mask_rcnn at 1x1"]["met"]
     assert not goals["inference motion_rcnn_12ch / mask_rcnn at 1x1"]["met"]
+    assert not goals["inference peak memory motion_rcnn_6ch / mask_rcnn at 1x1"]["met"]
+    assert goals["inference peak memory motion_rcnn_12ch / mask_rcnn at 1x1"]["met"]
     assert not goals["loader pairs/s (2 workers) / training iterations/s"]["met"]
 
 
@@ -92,7 +99,8 @@ def tiny_run(tmp_path_factory):
     try:
         returned = benchmark.main(
             ["--sizes", *SIZES, "--depth", "18", "--repeats", "1", "--warmup", "0",
-             "--detections", "5", "--world-frames", "2", "--threads", "1", "--output", str(out)])
+             "--detections", "5", "--world-frames", "2", "--threads", "1", "--memory-runs", "2",
+             "--output", str(out)])
     finally:
         torch.set_num_threads(threads)
     with open(out) as f:
@@ -145,6 +153,9 @@ def test_memory_compose_flow_and_data(tiny_run):
         for name in MEMORY_MODELS:
             for phase in ("inference", "training"):
                 assert rows[name][f"{phase}_mib"] > 0
+                runs = rows[name][f"{phase}_runs_mib"]
+                assert len(runs) == 2  # --memory-runs
+                assert _close(rows[name][f"{phase}_mib"], (runs[0] + runs[1]) / 2)  # median
                 assert _close(rows[name][f"{phase}_ratio"],
                               rows[name][f"{phase}_mib"] / rows["mask_rcnn"][f"{phase}_mib"])
     flow = result["compose_flow"]
@@ -174,10 +185,14 @@ def test_memory_compose_flow_and_data(tiny_run):
 def test_goals_agree_with_the_sections(tiny_run):
     result = tiny_run[2]
     goals = result["goals"]
-    assert len(goals) == 2 * 2 * len(SIZES) + 2
+    assert len(goals) == 3 * 2 * len(SIZES) + 2
     assert goals == benchmark_report.evaluate_goals(result)
     for goal in goals:
         assert goal["value"] > 0
+    memory = [g for g in goals if g["goal"].startswith("inference peak memory")]
+    assert [g["value"] for g in memory] == [result["memory"][size][name]["inference_ratio"]
+                                           for size in SIZES
+                                           for name in ("motion_rcnn_6ch", "motion_rcnn_12ch")]
     flow = goals[-2]
     assert flow["value"] == result["compose_flow"]["instances"]["100"]["inference_path_share"]
     assert flow["met"] == (flow["value"] <= flow["limit"])

@@ -333,3 +333,73 @@ def test_crop_intrinsics_moves_the_principal_point_per_batch_entry():
     shift = torch.tensor([[10.0, 4.0], [0.0, 20.0]])
     assert torch.allclose(uv_crop[:, :, 0, 0], uv[:, :, 0, 0] - shift)
     assert torch.equal(cropped[:, :, :2], k[:, :, :2])
+
+
+def _previous_backproject(depth, intrinsics):
+    """Back-projection as it was computed on a full (2, H, W) pixel grid (the reference of the
+    broadcasting version)."""
+    grid = pixel_grid(depth.shape[2], depth.shape[3], dtype=depth.dtype)
+    k = intrinsics[:, :, :, None, None]
+    y_n = (grid[1] - k[:, 1, 2]) / k[:, 1, 1]
+    x_n = (grid[0] - k[:, 0, 2] - k[:, 0, 1] * y_n) / k[:, 0, 0]
+    return torch.stack([x_n * depth[:, 0], y_n * depth[:, 0], depth[:, 0]], dim=1)
+
+
+def _previous_indexed_flow(depth, intrinsics, index, rotations, translations, pivots, cam_r,
+                           cam_t, eps=1e-6):
+    """compose_flow_indexed as it was computed before (a (B, 3, 3, H, W) product summed over
+    its third axis, a (B, H W, 12) gather, torch.where with filled tensors)."""
+    valid_depth = (depth > 0) & torch.isfinite(depth)
+    points = _previous_backproject(torch.where(valid_depth, depth, torch.ones_like(depth)),
+                                   intrinsics)
+    eye = torch.eye(3, dtype=depth.dtype)
+    a = rotations - eye
+    params = torch.cat([a.flatten(-2), translations - (a @ pivots[..., None])[..., 0]], dim=-1)
+    bsz, num = rotations.shape[:2]
+    params = torch.cat([params, params.new_zeros(bsz, 1, 12)], dim=1)
+    slot = torch.where(index < 0, torch.full_like(index, num), index).reshape(bsz, -1, 1)
+    per_pixel = params.gather(1, slot.expand(-1, -1, 12)).transpose(1, 2).reshape(
+        bsz, 12, *depth.shape[2:])
+    moved = (points + (per_pixel[:, :9].unflatten(1, (3, 3)) * points[:, None]).sum(dim=2)
+             + per_pixel[:, 9:])
+    moved = torch.einsum("bij,bjhw->bihw", cam_r, moved) + cam_t[:, :, None, None]
+    ok = (moved[:, 2] > eps) & torch.isfinite(moved).all(dim=1)
+    safe = torch.where(ok[:, None], moved, torch.ones_like(moved))
+    k = intrinsics[:, :, :, None, None]
+    x_n, y_n = safe[:, 0] / safe[:, 2], safe[:, 1] / safe[:, 2]
+    pixels = torch.stack([k[:, 0, 0] * x_n + k[:, 0, 1] * y_n + k[:, 0, 2],
+                          k[:, 1, 1] * y_n + k[:, 1, 2]], dim=1)
+    pixels = torch.where(ok[:, None], pixels, torch.zeros_like(pixels))
+    valid = valid_depth[:, 0] & ok
+    flow = pixels - pixel_grid(*depth.shape[2:], dtype=depth.dtype)
+    flow = torch.where(valid[:, None], flow, torch.zeros_like(flow))
+    nan = torch.full_like(points, float("nan"))
+    keep = valid_depth
+    return flow, valid, torch.where(keep, points, nan), torch.where(keep, moved - points, nan)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_indexed_flow_and_backprojection_are_bitwise_the_previous_computation(dtype):
+    """The faster formulations (row-wise A P, one index_select per image, broadcast rays,
+    masked_fill) round exactly as the previous ones: the same bits, also in float32."""
+    gen = torch.Generator().manual_seed(11)
+    bsz, num, height, width = 2, 5, 37, 53
+    scene = _random_scene(bsz=bsz, num=num, seed=4)
+    depth = (1 + 60 * torch.rand(bsz, 1, height, width, generator=gen, dtype=DT)).to(dtype)
+    depth[0, 0, :3, :4] = 0.0
+    depth[1, 0, 5, 7] = float("nan")
+    depth[1, 0, 9, 1] = 0.3  # in front of the camera before, behind after the motion below
+    intrinsics = torch.tensor([[[721.5, 0.7, 26.3], [0, 710.2, 18.9], [0, 0, 1]]],
+                              dtype=dtype).expand(bsz, 3, 3).clone()
+    index = torch.randint(-1, num, (bsz, height, width), generator=gen)
+    motion = [scene[k].to(dtype) for k in ("rotations", "translations", "pivots",
+                                            "camera_rotation", "camera_translation")]
+    motion[4] = motion[4] + torch.tensor([0.0, 0.0, -0.5], dtype=dtype)
+    new = compose_flow_indexed(depth, intrinsics, index, *motion, with_points=True)
+    old = _previous_indexed_flow(depth, intrinsics, index, *motion)
+    assert not old[1].all() and old[1].any()  # both valid and invalid pixels
+    pairs = [(backproject(depth, intrinsics), _previous_backproject(depth, intrinsics))]
+    for got, expected in pairs + list(zip(new, old)):
+        assert got.dtype == expected.dtype and got.shape == expected.shape
+        assert torch.equal(got.isnan(), expected.isnan())
+        assert torch.equal(torch.nan_to_num(got, nan=0.0), torch.nan_to_num(expected, nan=0.0))

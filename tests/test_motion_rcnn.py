@@ -14,6 +14,7 @@ from motion_rcnn_inputs import (
 )
 
 from motion_rcnn_d2.geometry import backproject, camera_flow, compose_flow
+from motion_rcnn_d2.modeling.meta_arch.frame_pairs import batch_tensors
 
 
 def test_network_input_stacking_and_padding():
@@ -39,6 +40,72 @@ def test_network_input_stacking_and_padding():
     assert torch.equal(fallback[9:12], fallback[6:9])
     six = build_model(tiny_cfg(XYZ_INPUT=False)).eval()
     assert six.preprocess_image([x]).tensor.shape[1] == 6
+
+
+def _previous_network_input(model, x):
+    """The network input as it was computed before it was written into the padded batch:
+    frames normalised, XYZ = where(valid, backproject(where(valid, d, 0), K), 0) / scale,
+    concatenated (6 or 12, H, W)."""
+    parts = [(x[key].float() - model.pixel_mean) / model.pixel_std
+             for key in ("image", "image_next")]
+    if model.xyz_input:
+        k = x["intrinsics"][None].float()
+        for depth in (x["depth"], x.get("depth_next", x["depth"])):
+            depth = depth[None].float()
+            valid = (depth > 0) & torch.isfinite(depth)
+            points = backproject(torch.where(valid, depth, torch.zeros_like(depth)), k)
+            parts.append(torch.where(valid, points, torch.zeros_like(points))[0]
+                         / model.xyz_scale)
+    return torch.cat(parts)
+
+
+@pytest.mark.parametrize("xyz", [True, False])
+def test_network_input_is_bitwise_the_previous_stacking(xyz):
+    model = build_model(tiny_cfg(XYZ_SCALE=7.0, XYZ_INPUT=xyz)).eval()
+    a = make_input(height=70, width=90, num_instances=0, seed=1, training=False)
+    b = make_input(height=100, width=61, num_instances=0, seed=2, training=False)
+    a["depth"][0, 10, 11] = float("nan")
+    a["depth"][0, 12, 13] = -float("inf")
+    del b["depth_next"]  # XYZ_t+1 falls back to depth
+    images = model.preprocess_image([a, b])
+    expected = batch_tensors([_previous_network_input(model, x) for x in (a, b)],
+                             model.backbone.size_divisibility, model.device)
+    assert images.image_sizes == expected.image_sizes == [(70, 90), (100, 61)]
+    assert images.tensor.shape == expected.tensor.shape == (2, 12 if xyz else 6, 128, 96)
+    assert torch.equal(images.tensor, expected.tensor)
+    assert torch.equal(model._network_input(a), expected.tensor[0, :, :70, :90])
+    a["image_next"] = a["image_next"][:, :-1]
+    with pytest.raises(ValueError, match=r"synthetic_1.png.*\(3, 70, 90\) and image_next "
+                                         r"\(3, 69, 90\) differ in size"):
+        model.preprocess_image([a])
+
+
+def test_inference_frees_the_network_input_before_the_roi_heads():
+    """The proposal generator and the RoI heads get the image sizes only (the network input is
+    freed before the mask head's peak), with the same results as with the full ImageList."""
+    model = build_model(tiny_cfg()).eval()
+    diversify_motions(model)
+    x = make_input(num_instances=0, training=False)
+    seen = []
+    for name in ("proposal_generator", "roi_heads"):
+        module = getattr(model, name)
+        module.register_forward_pre_hook(
+            lambda _m, args, n=name: seen.append((n, tuple(args[0].tensor.shape),
+                                                  args[0].image_sizes)))
+    with torch.no_grad():
+        raw = model.inference([x], do_postprocess=False)[0]
+        images = model.preprocess_image([x])
+        features, _ = model._features_and_camera(images)
+        proposals, _ = model.proposal_generator(images, features)
+        expected, _ = model.roi_heads(images, features, proposals)
+    assert seen[:2] == [(name, (1, 0, 96, 128), [(96, 128)])
+                        for name in ("proposal_generator", "roi_heads")]
+    assert seen[2:] == [(name, (1, 12, 96, 128), [(96, 128)])
+                        for name in ("proposal_generator", "roi_heads")]
+    assert len(raw) == len(expected[0]) > 0
+    for field, value in expected[0].get_fields().items():
+        got = raw.get(field)
+        assert torch.equal(getattr(got, "tensor", got), getattr(value, "tensor", value)), field
 
 
 @pytest.mark.parametrize("supervision", ["motion", "flow", "both"])

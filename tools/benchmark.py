@@ -22,9 +22,9 @@ every section feeds every model pair i (mod their number), so all models see the
 Sections: inference ms per pair (batch 1, eval mode, with post-processing and, for Motion
 R-CNN, the flow; per-stage medians from forward hooks); training s per iteration (batch 1,
 forward + backward + SGD step with lr 0, so that every round sees the same weights; the three
-phases' medians); peak memory (a fresh subprocess per model; CUDA:
-torch.cuda.max_memory_allocated; CPU: VmHWM - VmRSS before the model was built, the peak
-reset between inference and training); compose_flow at the first size with 10 and 100
+phases' medians); peak memory (the median of --memory-runs fresh subprocesses per model;
+CUDA: torch.cuda.max_memory_allocated; CPU: VmHWM - VmRSS before the model was built, the
+peak reset between inference and training); compose_flow at the first size with 10 and 100
 instances (inference path: instance_index_from_masks + compose_flow_indexed; and
 compose_flow with dense masks) as a share of Motion R-CNN (12 channels) inference; data
 loading: pairs/s of MotionDatasetMapper in Detectron2's train loader with 0 and 2 workers over
@@ -69,7 +69,7 @@ MEMORY_METHODS = {  # indexed by "on CUDA"
     True: "torch.cuda.max_memory_allocated (weights + activations), a fresh subprocess per model"}
 DEFAULTS = {  # (full run, --quick)
     "sizes": (["1242x375", "512x160"], ["256x80"]), "repeats": (5, 2), "detections": (100, 25),
-    "world_frames": (9, 3)}
+    "world_frames": (9, 3), "memory_runs": (3, 1)}
 
 
 def _size(text):
@@ -98,6 +98,8 @@ def parse_args(argv=None):
                    "quick 3)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
     p.add_argument("--skip-memory", action="store_true", help="no memory subprocesses")
+    p.add_argument("--memory-runs", type=int, help="fresh processes per model and size whose "
+                   "median peak is reported (default 3; quick 1)")
     p.add_argument("--profile", action="store_true",
                    help="also print torch.profiler's top ops of Mask / Motion R-CNN inference")
     p.add_argument("--output", default="output/benchmark.json", help="JSON result file")
@@ -106,8 +108,10 @@ def parse_args(argv=None):
         if getattr(args, key) is None:
             value = values[args.quick]
             setattr(args, key, [_size(v) for v in value] if key == "sizes" else value)
-    if min(args.repeats, args.detections) < 1 or args.warmup < 0 or args.world_frames < 2:
-        p.error("--repeats and --detections must be >= 1, --warmup >= 0, --world-frames >= 2")
+    if (min(args.repeats, args.detections, args.memory_runs) < 1 or args.warmup < 0
+            or args.world_frames < 2):
+        p.error("--repeats, --detections and --memory-runs must be >= 1, --warmup >= 0, "
+                "--world-frames >= 2")
     return args
 
 
@@ -315,7 +319,7 @@ def run(args):
     result = {"settings": {
         "device": args.device, "threads": threads, "resnet_depth": args.depth,
         "sizes": [_key(s) for s in args.sizes], "warmup": args.warmup, "repeats": args.repeats,
-        "quick": args.quick, "batch_size": 1, "num_classes": 2, "score_thresh_test": 0.0,
+        "quick": args.quick, "memory_runs": args.memory_runs, "batch_size": 1, "num_classes": 2, "score_thresh_test": 0.0,
         "detections_per_image": args.detections, "pooler_sampling_ratio": SAMPLING_RATIO,
         "rpn_nms_thresh": 1.0, "roi_nms_thresh_test": 1.0, "roi_fg_iou": FG_IOU,
         "torch": torch.__version__,
@@ -359,12 +363,13 @@ def run(args):
             path = os.path.join(tmp, "inputs.pt")
             torch.save(inputs, path)
             cuda = torch.device(args.device).type == "cuda"
-            result["memory"] = {"method": MEMORY_METHODS[cuda]}
+            result["memory"] = {"method": f"{MEMORY_METHODS[cuda]}; median of "
+                                          f"{args.memory_runs} run(s)"}
             for size in inputs:
                 specs = {kind: {"kind": kind, "depth": args.depth, "device": args.device,
                                 "size": size, "inputs": path, "threads": threads,
                                 "detections": args.detections} for kind in MEMORY_MODELS}
-                result["memory"][size] = memory_section(specs, BASELINE)
+                result["memory"][size] = memory_section(specs, BASELINE, args.memory_runs)
             clock("memory")
     result["goals"] = evaluate_goals(result)
     return result

@@ -11,10 +11,12 @@ activations, reset between the phases). CPU: the peak resident set VmHWM minus t
 set VmRSS before the model was built; VmHWM belongs to the process's own memory map, so unlike
 ru_maxrss (which a child inherits from its parent at fork) it starts fresh at exec, and it is
 reset between the phases through /proc/self/clear_refs ("peak_reset" False where the kernel
-does not allow it: the training peak then also bounds the inference peak).
+does not allow it: the training peak then also bounds the inference peak). `memory_section`
+reports the median of several such processes per model.
 """
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -70,16 +72,9 @@ def measure(spec):
     return result
 
 
-def memory_section(specs, baseline):
-    """Run one subprocess per spec, all at the same time (peaks do not depend on timing).
-
-    Args:
-        specs: {model name: spec dict (module docstring)}.
-        baseline: the name whose peaks the ratios divide by.
-    Returns:
-        {name: {"inference_mib", "training_mib", "peak_reset", "inference_ratio",
-        "training_ratio"}}.
-    """
+def _probe(specs):
+    """One subprocess per spec, all at the same time (peaks do not depend on timing):
+    {name: measure(spec)}."""
     procs = {name: subprocess.Popen([sys.executable, os.path.abspath(__file__), json.dumps(s)],
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for name, s in specs.items()}
@@ -91,6 +86,33 @@ def memory_section(specs, baseline):
             raise RuntimeError(f"memory probe of {name} ({specs[name]['size']}) failed with exit "
                                f"code {proc.returncode}:\n{stderr[-3000:]}")
         rows[name] = json.loads(lines[-1][len(PREFIX):])
+    return rows
+
+
+def memory_section(specs, baseline, runs=1):
+    """Peak memory of every spec, the median of `runs` fresh processes each.
+
+    The CPU peak of one process varies between runs of the same model and input by up to a
+    buffer of the mask head (~80 MiB at 1242x375: which of glibc's freed blocks the
+    allocator reuses differs from process to process), hence the median of several.
+
+    Args:
+        specs: {model name: spec dict (module docstring)}.
+        baseline: the name whose peaks the ratios divide by.
+        runs: processes per spec (rounds of one process per spec at a time).
+    Returns:
+        {name: {"inference_mib", "training_mib" (medians), "inference_runs_mib",
+        "training_runs_mib" (every run), "peak_reset" (every run's), "inference_ratio",
+        "training_ratio"}}.
+    """
+    probes = [_probe(specs) for _ in range(runs)]
+    rows = {}
+    for name in specs:
+        row = rows[name] = {"peak_reset": all(p[name]["peak_reset"] for p in probes)}
+        for phase in ("inference", "training"):
+            values = [p[name][f"{phase}_mib"] for p in probes]
+            row[f"{phase}_mib"] = statistics.median(values)
+            row[f"{phase}_runs_mib"] = values
     for row in rows.values():
         for phase in ("inference", "training"):
             row[f"{phase}_ratio"] = row[f"{phase}_mib"] / rows[baseline][f"{phase}_mib"]

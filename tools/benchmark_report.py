@@ -12,8 +12,9 @@ BASELINE = "mask_rcnn"
 MOTION_VARIANTS = ("motion_rcnn_6ch", "motion_rcnn_12ch")
 # (limit, True when the value must be at least the limit)
 GOALS = {
-    "inference": (1.15, False),  # Motion R-CNN / Mask R-CNN inference ms, every size
-    "training": (1.25, False),  # Motion R-CNN / Mask R-CNN training s/iteration, every size
+    "inference": (1.05, False),  # Motion R-CNN / Mask R-CNN inference ms, every size
+    "training": (1.10, False),  # Motion R-CNN / Mask R-CNN training s/iteration, every size
+    "memory": (1.15, False),  # Motion R-CNN / Mask R-CNN peak inference memory, every size
     "compose_flow": (0.05, False),  # flow composition, 100 instances / Motion R-CNN inference
     "data": (1.0, True),  # loader pairs/s with 2 workers / training iterations/s
 }
@@ -34,6 +35,11 @@ def evaluate_goals(result):
         for size, rows in result.get(section, {}).items():
             for name in MOTION_VARIANTS:
                 add(section, f"{section} {name} / {BASELINE} at {size}", rows[name]["ratio"])
+    for size, rows in result.get("memory", {}).items():
+        if size != "method":
+            for name in MOTION_VARIANTS:
+                add("memory", f"inference peak memory {name} / {BASELINE} at {size}",
+                    rows[name]["inference_ratio"])
     if "compose_flow" in result:
         flow = result["compose_flow"]
         add("compose_flow", f"compose_flow inference path (index + indexed), 100 instances / "

@@ -67,10 +67,11 @@ def backproject(depth, intrinsics):
         (B, 3, H, W) points (X, Y, Z) in metres, camera coordinates.
     """
     _, _, height, width = depth.shape
-    grid = pixel_grid(height, width, device=depth.device, dtype=depth.dtype)
+    v = torch.arange(height, device=depth.device, dtype=depth.dtype)[:, None]  # rows
+    u = torch.arange(width, device=depth.device, dtype=depth.dtype)  # columns
     fx, s, cx, fy, cy = _unpack(intrinsics.to(depth.dtype))
-    y_n = (grid[1] - cy) / fy
-    x_n = (grid[0] - cx - s * y_n) / fx
+    y_n = (v - cy) / fy  # (B, H, 1)
+    x_n = (u - cx - s * y_n) / fx  # (B, H, W)
     d = depth[:, 0]
     return torch.stack([x_n * d, y_n * d, d], dim=1)
 
@@ -90,12 +91,13 @@ def project(points, intrinsics, eps=1e-6):
         pixels: (B, 2, H, W) (u, v) in pixels; valid: (B, H, W) bool.
     """
     valid = (points[:, 2] > eps) & torch.isfinite(points).all(dim=1)
-    safe = torch.where(valid[:, None], points, torch.ones_like(points))
+    invalid = ~valid[:, None]
+    safe = points.masked_fill(invalid, 1.0)
     x_n = safe[:, 0] / safe[:, 2]
     y_n = safe[:, 1] / safe[:, 2]
     fx, s, cx, fy, cy = _unpack(intrinsics.to(points.dtype))
     pixels = torch.stack([fx * x_n + s * y_n + cx, fy * y_n + cy], dim=1)
-    return torch.where(valid[:, None], pixels, torch.zeros_like(pixels)), valid
+    return pixels.masked_fill(invalid, 0.0), valid
 
 
 def _as_tensor(value, like):

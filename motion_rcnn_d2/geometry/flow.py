@@ -40,10 +40,15 @@ def _affine_parameters(rotations, translations, pivots):
 
 
 def _apply_affine(points, params):
-    """P + A P + b with per-pixel params (B, 12, H, W) = [A row-major (9), b (3)]."""
-    a = params[:, :9].unflatten(1, (3, 3))  # (B, 3, 3, H, W)
-    b = params[:, 9:]
-    return points + (a * points[:, None]).sum(dim=2) + b
+    """P + A P + b with per-pixel params (B, 12, H, W) = [A row-major (9), b (3)].
+
+    Row by row, (A P)_i = (a_i0 X + a_i1 Y) + a_i2 Z: no (B, 3, 3, H, W) temporary."""
+    x, y, z = points.unbind(1)
+    rows = []
+    for i in range(3):
+        a_p = params[:, 3 * i] * x + params[:, 3 * i + 1] * y + params[:, 3 * i + 2] * z
+        rows.append(points[:, i] + a_p + params[:, 9 + i])
+    return torch.stack(rows, dim=1)
 
 
 def _check_motion_shapes(masks, rotations, translations, pivots):
@@ -148,12 +153,12 @@ def _flow_from_points(points, moved, intrinsics, depth_valid, eps, with_points=F
     pixels, proj_valid = project(moved, intrinsics, eps=eps)
     valid = depth_valid & proj_valid
     flow = pixels - pixel_grid(height, width, device=moved.device, dtype=moved.dtype)
-    flow = torch.where(valid[:, None], flow, torch.zeros_like(flow))
+    flow = flow.masked_fill(~valid[:, None], 0.0)
     if not with_points:
         return flow, valid
-    nan = torch.full_like(points, float("nan"))
-    keep = depth_valid[:, None]
-    return flow, valid, torch.where(keep, points, nan), torch.where(keep, moved - points, nan)
+    drop = ~depth_valid[:, None]
+    return (flow, valid, points.masked_fill(drop, float("nan")),
+            (moved - points).masked_fill(drop, float("nan")))
 
 
 def compose_flow(depth, intrinsics, masks=None, rotations=None, translations=None, pivots=None,
@@ -212,8 +217,11 @@ def compose_flow_indexed(depth, intrinsics, instance_index, rotations, translati
     params = torch.cat([params, params.new_zeros(bsz, 1, 12)], dim=1)  # background = slot N
     index = torch.where(instance_index < 0, torch.full_like(instance_index, num), instance_index)
     _, height, width = instance_index.shape
-    gathered = params.gather(1, index.reshape(bsz, height * width, 1).expand(-1, -1, 12))
-    per_pixel = gathered.transpose(1, 2).reshape(bsz, 12, height, width)
+    per_pixel = [table.index_select(1, pixels)[None]  # (1, 12, H W): each pixel's (A, b)
+                 for table, pixels in zip(params.transpose(1, 2).contiguous(),
+                                          index.reshape(bsz, height * width))]
+    per_pixel = (per_pixel[0] if bsz == 1 else torch.cat(per_pixel)).reshape(bsz, 12, height,
+                                                                              width)
     moved = _apply_affine(points, per_pixel)
     moved = _camera_or_identity(moved, camera_rotation, camera_translation)
     return _flow_from_points(points, moved, intrinsics, depth_valid, eps, with_points)

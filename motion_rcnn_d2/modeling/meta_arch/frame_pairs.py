@@ -4,7 +4,10 @@ Used by MotionRCNN, FlowNetS and SfM-Net:
 
 - `require_key`: a clear ValueError when a model-input dict lacks a key (with a hint to
   MotionPredictor when `image_next` is missing, i.e. a single image was passed);
+- `padded_batch`: the padded (B, C, H, W) ImageList that images of given sizes go into;
 - `batch_tensors`: pad (C, H_i, W_i) tensors into one ImageList;
+- `sizes_only`: an ImageList without its pixels (only the image sizes);
+- `write_frames`, `write_xyz`: Motion R-CNN's input channels, written into (a view of) its batch;
 - `batch_frames`: both frames of each pair, normalised and stacked (6 channels), plus the raw
   frames in [0, 1] (for photometric losses);
 - `batch_flow_targets`: GT flow and its validity, padded like the frames (padding invalid);
@@ -22,10 +25,16 @@ import torch.nn.functional as F
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import BitMasks, ImageList
 
+from ...geometry import backproject
+
 __all__ = [
     "require_key",
     "batch_frames",
     "batch_tensors",
+    "padded_batch",
+    "sizes_only",
+    "write_frames",
+    "write_xyz",
     "batch_flow_targets",
     "batch_background",
     "output_size",
@@ -52,22 +61,58 @@ def require_key(batched_inputs, key, why):
             )
 
 
-def batch_tensors(tensors, size_divisibility, device, pad_value=0.0):
-    """Pad a list of (C, H_i, W_i) tensors to one (B, C, H, W) ImageList (H, W multiples of
-    `size_divisibility`, padding at the bottom/right with `pad_value`).
+def padded_batch(image_sizes, channels, size_divisibility, device, pad_value=0.0):
+    """An ImageList of a (B, *channels, H, W) float32 tensor filled with `pad_value`, H and W
+    the largest of `image_sizes` ((h_i, w_i) per image) rounded up to multiples of
+    `size_divisibility`; image i goes into tensor[i, ..., :h_i, :w_i].
 
-    The same batch as `ImageList.from_tensors`, but the padded size is computed from the
-    shapes as Python integers: Detectron2 computes it with tensor ops, which `torch.export`
-    turns into data-dependent sizes that stop the export (tools/export_model.py)."""
-    tensors = [t.to(device=device, dtype=torch.float32) for t in tensors]
-    image_sizes = [(int(t.shape[-2]), int(t.shape[-1])) for t in tensors]
+    The padded size is computed from the sizes as Python integers: Detectron2's
+    `ImageList.from_tensors` computes it with tensor ops, which `torch.export` turns into
+    data-dependent sizes that stop the export (tools/export_model.py)."""
+    image_sizes = [(int(h), int(w)) for h, w in image_sizes]
     stride = max(int(size_divisibility), 1)
     height, width = (-(-max(sizes) // stride) * stride for sizes in zip(*image_sizes))
-    batched = tensors[0].new_full((len(tensors), *tensors[0].shape[:-2], height, width),
-                                  pad_value)
-    for i, (t, (h, w)) in enumerate(zip(tensors, image_sizes)):
-        batched[i, ..., :h, :w] = t
+    batched = torch.full((len(image_sizes), *channels, height, width), pad_value,
+                         dtype=torch.float32, device=device)
     return ImageList(batched, image_sizes)
+
+
+def batch_tensors(tensors, size_divisibility, device, pad_value=0.0):
+    """Pad a list of (C, H_i, W_i) tensors to one (B, C, H, W) ImageList (H, W multiples of
+    `size_divisibility`, padding at the bottom/right with `pad_value`): the same batch as
+    `ImageList.from_tensors` (`padded_batch`)."""
+    images = padded_batch([t.shape[-2:] for t in tensors], tensors[0].shape[:-2],
+                          size_divisibility, device, pad_value)
+    for batched, t, (h, w) in zip(images.tensor, tensors, images.image_sizes):
+        batched[..., :h, :w] = t
+    return images
+
+
+def sizes_only(images):
+    """`images` (an ImageList) without its pixels: a (B, 0, H, W) tensor and the same image
+    sizes, for the parts of a detector that read only the sizes (Detectron2's proposal
+    generators and RoI heads), so that the network input can be freed before them."""
+    empty = images.tensor.new_empty((images.tensor.shape[0], 0, *images.tensor.shape[-2:]))
+    return ImageList(empty, images.image_sizes)
+
+
+def write_frames(frames, pixel_mean, pixel_std, out, name=""):
+    """out (6, H, W) = the frames (I_t, I_t+1), each (3, H, W), normalised: (I - mean) / std;
+    a ValueError naming the input `name` when the frames differ in size."""
+    if tuple(frames[0].shape) != tuple(frames[1].shape):
+        raise ValueError(f"input {name!r}: image {tuple(frames[0].shape)} and image_next "
+                         f"{tuple(frames[1].shape)} differ in size")
+    for frame, part in zip(frames, (out[0:3], out[3:6])):
+        torch.sub(frame.to(out.device), pixel_mean, out=part).div_(pixel_std)
+
+
+def write_xyz(depth, intrinsics, xyz_scale, out):
+    """out (3, H, W) = backproject(depth, K) / xyz_scale, 0 where depth (1, H, W) metres is
+    invalid (<= 0 or not finite); K (3, 3) on out's device."""
+    depth = depth.to(out.device, torch.float32)[None]
+    invalid = (depth <= 0) | ~torch.isfinite(depth)
+    points = backproject(depth.masked_fill(invalid, 0.0), intrinsics[None])
+    torch.div(points.masked_fill_(invalid, 0.0)[0], xyz_scale, out=out)
 
 
 def batch_frames(batched_inputs, pixel_mean, pixel_std, size_divisibility):

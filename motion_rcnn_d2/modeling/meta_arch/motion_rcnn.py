@@ -45,7 +45,6 @@ from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from ...geometry import (
-    backproject,
     camera_flow,
     check_intrinsics,
     compose_flow_indexed,
@@ -56,7 +55,8 @@ from ..camera_head import build_camera_motion_head
 from ..layers import xyz_and_change
 from ..motion import MOTION_CAMERA_KEY, MOTION_XYZ_KEY, gated_motion, supervision_from_config
 from ..motion_losses import FlowSupervision, camera_flow_loss
-from .frame_pairs import batch_background, batch_flow_targets, batch_tensors, require_key
+from .frame_pairs import (batch_background, batch_flow_targets, batch_tensors, padded_batch,
+                          require_key, sizes_only, write_frames, write_xyz)
 
 __all__ = ["MotionRCNN"]
 
@@ -160,32 +160,39 @@ class MotionRCNN(GeneralizedRCNN):
                              "K is that of the resized image the model receives.")
         return k.to(self.device, torch.float32)
 
-    def _xyz(self, depth, intrinsics):
-        """XYZ = backproject(depth, K) / XYZ_SCALE, 0 where depth is invalid; (1,H,W) -> (3,H,W)."""
-        depth = depth.to(self.device, torch.float32)[None]
-        valid = (depth > 0) & torch.isfinite(depth)
-        points = backproject(torch.where(valid, depth, torch.zeros_like(depth)), intrinsics[None])
-        return torch.where(valid, points, torch.zeros_like(points))[0] / self.xyz_scale
-
-    def _network_input(self, x):
-        """Normalised frames t, t+1 (+ XYZ_t, XYZ_t+1) stacked: (6 or 12, H, W)."""
-        frames = [(self._require(x, key, "the two-frame input").to(self.device) - self.pixel_mean)
-                  / self.pixel_std for key in ("image", "image_next")]
+    def _network_input(self, x, out=None):
+        """Normalised frames t, t+1 (+ XYZ_t, XYZ_t+1) stacked: (6 or 12, H, W), written into
+        `out` when given (a view into the padded batch: no per-pair copy)."""
+        frames = [self._require(x, key, "the two-frame input") for key in ("image", "image_next")]
+        size = tuple(frames[0].shape[-2:])
+        if out is None:
+            out = torch.empty((12 if self.xyz_input else 6, *size), device=self.device)
+        write_frames(frames, self.pixel_mean, self.pixel_std, out[:6], x.get("file_name", ""))
         if not self.xyz_input:
-            return torch.cat(frames)
+            return out
         why = "MODEL.MOTION_RCNN.XYZ_INPUT (set it False for the frames-only input)"
         depth = self._require(x, "depth", why)
-        if tuple(depth.shape[-2:]) != tuple(frames[0].shape[-2:]):
+        if tuple(depth.shape[-2:]) != size:
             raise ValueError(f"input {x.get('file_name', '')!r}: depth {tuple(depth.shape)} and "
                              f"image {tuple(frames[0].shape)} differ in size")
         intrinsics = self._intrinsics(x, why)
-        xyz = [self._xyz(depth, intrinsics), self._xyz(x.get("depth_next", depth), intrinsics)]
-        return torch.cat(frames + xyz)
+        write_xyz(depth, intrinsics, self.xyz_scale, out[6:9])
+        if "depth_next" in x:
+            write_xyz(x["depth_next"], intrinsics, self.xyz_scale, out[9:12])
+        else:  # XYZ_t+1 = XYZ_t
+            out[9:12] = out[6:9]
+        return out
 
     def preprocess_image(self, batched_inputs: List[Dict[str, torch.Tensor]]):
-        """Stack, normalise and pad the network inputs (6/12 channels) into an ImageList."""
-        return batch_tensors([self._network_input(x) for x in batched_inputs],
-                             self.backbone.size_divisibility, self.device)
+        """Normalise and stack the network inputs (6/12 channels) straight into their padded
+        batch, an ImageList."""
+        sizes = [self._require(x, "image", "the two-frame input").shape[-2:]
+                 for x in batched_inputs]
+        images = padded_batch(sizes, (12 if self.xyz_input else 6,),
+                              self.backbone.size_divisibility, self.device)
+        for x, batched, (h, w) in zip(batched_inputs, images.tensor, images.image_sizes):
+            self._network_input(x, batched[:, :h, :w])
+        return images
 
     def _proposals(self, images, features, batched_inputs, gt_instances):
         if self.proposal_generator is not None:
@@ -306,6 +313,8 @@ class MotionRCNN(GeneralizedRCNN):
         images = self.preprocess_image(batched_inputs)
         features, camera = self._features_and_camera(
             images, self._camera_intrinsics(batched_inputs))
+        # the pixels are read: free them before the RoI heads (the mask head's peak)
+        images = sizes_only(images)
         if detected_instances is None:
             proposals, _ = self._proposals(images, features, batched_inputs, None)
             results, _ = self.roi_heads(images, features, proposals, None)
