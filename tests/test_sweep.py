@@ -169,5 +169,7 @@ def test_sweep_head_refuses_what_it_cannot_sweep():
         SweepCameraHead(cfg, ShapeSpec(channels=6, stride=1))
     with pytest.raises(ValueError, match="SWEEP_YAW = \\[0.1, -0.1, 3\\]"):
         _sweep_head(SWEEP_YAW=[0.1, -0.1, 3])
+    with pytest.raises(ValueError, match="SWEEP_FORWARD = \\[-1.0, 0.0\\]"):
+        _sweep_head(SWEEP_FORWARD=[-1.0, 0.0])
     with pytest.raises(ValueError, match="ROTATION_PARAM 'euler_sines'"):
         _sweep_head(ROTATION_PARAM="quaternion")

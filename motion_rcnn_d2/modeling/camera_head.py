@@ -302,6 +302,10 @@ class SweepCameraHead(CorrelationCameraHead):
     def __init__(self, input_shape: ShapeSpec, *, sweep_forward=(-1.6, -0.2, 8),
                  sweep_yaw=(-0.015, 0.015, 5), sweep_stride: int = 4, sweep_clamp: float = 0.5,
                  sweep_depth_clamp: float = 0.3, xyz_scale: float = 1.0, **kwargs):
+        for key, value in (("SWEEP_FORWARD", sweep_forward), ("SWEEP_YAW", sweep_yaw)):
+            if len(value) != 3 or int(value[2]) != value[2] or value[2] < 1 or value[0] > value[1]:
+                raise ValueError(f"MODEL.CAMERA_MOTION_HEAD.{key} = {list(value)}: give "
+                                 "(min, max, count) with min <= max and an integer count >= 1")
         # the FC layers also read the sweep's estimate (2) and its first grid's costs
         super().__init__(input_shape, extra_dim=2 + int(sweep_forward[2]) * int(sweep_yaw[2]),
                          **kwargs)
@@ -311,10 +315,6 @@ class SweepCameraHead(CorrelationCameraHead):
         if self.rotation_param != "euler_sines":
             raise ValueError("SweepCameraHead: set MODEL.CAMERA_MOTION_HEAD.ROTATION_PARAM "
                              "'euler_sines' (its yaw is the second Euler angle)")
-        for key, value in (("SWEEP_FORWARD", sweep_forward), ("SWEEP_YAW", sweep_yaw)):
-            if len(value) != 3 or int(value[2]) != value[2] or value[2] < 1 or value[0] > value[1]:
-                raise ValueError(f"MODEL.CAMERA_MOTION_HEAD.{key} = {list(value)}: give "
-                                 "(min, max, count) with min <= max and an integer count >= 1")
         if int(sweep_stride) != sweep_stride or sweep_stride < 1:
             raise ValueError(f"MODEL.CAMERA_MOTION_HEAD.SWEEP_STRIDE = {sweep_stride!r}: an "
                              "integer >= 1")
