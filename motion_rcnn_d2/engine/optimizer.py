@@ -13,8 +13,8 @@ is a small MLP that a short schedule trains better at a higher rate.
 Both use Detectron2's parameter groups (``get_default_optimizer_params``: BASE_LR, weight decay
 of norms and biases, BIAS_LR_FACTOR) and its gradient clipping (``SOLVER.CLIP_GRADIENTS``), and
 Detectron2's LR schedule (warm-up, steps) runs on either. AdamW uses ``SOLVER.BETAS`` and
-``SOLVER.WEIGHT_DECAY`` (decoupled); SGD uses MOMENTUM and NESTEROV as Detectron2 does. AdamW runs PyTorch's fused implementation where
-it supports the parameters.
+``SOLVER.WEIGHT_DECAY`` (decoupled); SGD uses MOMENTUM and NESTEROV as Detectron2 does. AdamW
+runs PyTorch's fused implementation where it supports the parameters.
 """
 import torch
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping

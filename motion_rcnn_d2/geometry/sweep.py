@@ -58,11 +58,10 @@ def sweep_costs(gray_t, gray_t1, points, intrinsics, rotations, translations, cl
     warped = F.grid_sample(gray_t1, grid.to(gray_t1.dtype), mode="bilinear",
                            padding_mode="border", align_corners=True)[:, 0]  # (B, N, h*w)
     error = (warped - gray_t.flatten(2)).abs().clamp(max=clamp)
-    if depth_t1 is not None:
-        sampled = F.grid_sample(depth_t1, grid.to(depth_t1.dtype), mode="bilinear",
-                                padding_mode="border", align_corners=True)[:, 0]
-        valid_t1 = F.grid_sample((depth_t1 > 0).to(depth_t1.dtype), grid.to(depth_t1.dtype),
-                                 mode="bilinear", padding_mode="border", align_corners=True)[:, 0]
+    if depth_t1 is not None:  # the depth and its validity, sampled in one pass
+        both = torch.cat([depth_t1, (depth_t1 > 0).to(depth_t1.dtype)], dim=1)
+        sampled, valid_t1 = F.grid_sample(both, grid.to(both.dtype), mode="bilinear",
+                                          padding_mode="border", align_corners=True).unbind(1)
         gap = (moved[:, :, 2] - sampled).abs().clamp(max=depth_clamp)
         gap = torch.where(valid_t1 > 0.999, gap, torch.full_like(gap, depth_clamp))
         error = error + gap * (clamp / depth_clamp)
