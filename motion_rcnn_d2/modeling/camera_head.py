@@ -344,7 +344,7 @@ class SweepCameraHead(CorrelationCameraHead):
         depth_t1 = x[:, 11:12] * self.xyz_scale if self.sweep_depth_clamp > 0 else None
         return sweep_forward_motion(gray[:, 0:1][sampled], gray[:, 1:2], points, intrinsics,
                                     self.sweep_forward, self.sweep_yaw, self.sweep_clamp,
-                                    depth_t1, max(self.sweep_depth_clamp, 1e-6))
+                                    depth_t1, self.sweep_depth_clamp)
 
     def forward(self, x, intrinsics=None):
         """x: (B, 12, H, W) the normalised network input; intrinsics: (B, 3, 3) K of its pixel
