@@ -33,6 +33,23 @@ def add_motion_rcnn_config(cfg):
     _C.MODEL.MOTION_RCNN.MASK_THRESHOLD = 0.5
     # An instance (or the camera) whose moving probability is <= this gets identity motion.
     _C.MODEL.MOTION_RCNN.MOVING_THRESHOLD = 0.5
+    # Test-time refinement of each moving detection's motion by a sweep around the RoI
+    # head's prediction over its mask's points (modeling/object_sweep.py; needs depth and,
+    # for the depth term, depth_next in the inputs; docs/method.md section 3).
+    _C.MODEL.MOTION_RCNN.OBJECT_SWEEP = CN()
+    _C.MODEL.MOTION_RCNN.OBJECT_SWEEP.ENABLED = False
+    # (step, count) of the yaw offsets (radians) and of the x / z offsets (metres): first
+    # (dx, dz) over SHIFT x SHIFT at the predicted yaw, then (dyaw, dx, dz) over YAW x 5 x 5
+    # shift steps around the best; each grid is followed by one of 5 per axis at half the
+    # step, then a parabola (geometry.sweep_object_motion).
+    _C.MODEL.MOTION_RCNN.OBJECT_SWEEP.YAW = [0.005, 13]
+    _C.MODEL.MOTION_RCNN.OBJECT_SWEEP.SHIFT = [0.05, 21]
+    # Points per mask (evenly spread over it).
+    _C.MODEL.MOTION_RCNN.OBJECT_SWEEP.NUM_POINTS = 512
+    # Truncations of the photometric (normalised frames' mean channel) and depth (metres)
+    # terms, as CAMERA_MOTION_HEAD.SWEEP_CLAMP / SWEEP_DEPTH_CLAMP (0: photometric only).
+    _C.MODEL.MOTION_RCNN.OBJECT_SWEEP.CLAMP = 0.5
+    _C.MODEL.MOTION_RCNN.OBJECT_SWEEP.DEPTH_CLAMP = 0.3
 
     # ------------------------------------------------------------- C6 backbone
     # Number of bottleneck blocks of the extra stride-64 stage C6 (thesis table: 2;

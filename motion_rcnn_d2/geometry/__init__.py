@@ -33,7 +33,7 @@ from .rotations import (
     rotation_y,
     rotation_z,
 )
-from .sweep import sweep_costs, sweep_forward_motion
+from .sweep import grid_search, sweep_costs, sweep_forward_motion, sweep_object_motion
 
 __all__ = [
     "apply_camera_motion",
@@ -50,6 +50,7 @@ __all__ = [
     "flow_error_sums",
     "flow_metrics",
     "flow_metrics_from_sums",
+    "grid_search",
     "instance_index_from_masks",
     "matrix_to_euler_sines",
     "matrix_to_quaternion",
@@ -66,5 +67,6 @@ __all__ = [
     "scene_flow",
     "sweep_costs",
     "sweep_forward_motion",
+    "sweep_object_motion",
     "warp_backward",
 ]

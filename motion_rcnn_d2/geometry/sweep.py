@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from .camera import project
 from .rotations import euler_angles_to_matrix
 
-__all__ = ["sweep_costs", "sweep_forward_motion"]
+__all__ = ["grid_search", "sweep_costs", "sweep_forward_motion", "sweep_object_motion"]
 
 
 def sweep_costs(gray_t, gray_t1, points, intrinsics, rotations, translations, clamp,
@@ -86,12 +86,68 @@ def _parabola_offset(costs, index, num):
     return torch.where(inner & (curvature > 0), offset.clamp(-0.5, 0.5), torch.zeros_like(offset))
 
 
+def _combinations(values):
+    """values: D tensors (B, n_d) -> (B, n_0 ... n_D-1, D) every combination, the first axis
+    the slowest."""
+    index = torch.stack(torch.meshgrid(*[torch.arange(v.shape[1], device=v.device)
+                                         for v in values], indexing="ij"), dim=-1)
+    index = index.reshape(-1, len(values))
+    return torch.stack([v[:, index[:, d]] for d, v in enumerate(values)], dim=-1)
+
+
+def _unravel(flat_index, counts):
+    """(B,) indices into a grid of `counts` -> (B, D) per-axis indices."""
+    index = []
+    for count in reversed(counts):
+        index.append(flat_index % count)
+        flat_index = flat_index // count
+    return torch.stack(index[::-1], dim=1)
+
+
+@torch.no_grad()
+def grid_search(cost_fn, centres, steps, counts):
+    """Minimise a cost over D parameters: a grid of counts[d] values steps[d] apart around
+    centres[:, d], then a grid of 5 values per axis half a step apart around the best cell,
+    then a parabola through the best cell's neighbours along each axis (`_parabola_offset`).
+
+    Args:
+        cost_fn: (B, N, D) parameter hypotheses -> (B, N) costs.
+        centres: (B, D) the middle of the first grid.
+        steps: D floats; counts: D integers >= 1.
+    Returns:
+        (B, D) the best parameters, and the first grid's costs (B, *counts).
+    """
+    batch, dims = centres.shape
+    steps = [float(step) for step in steps]
+    counts = [int(count) for count in counts]
+    values = [centres[:, d:d + 1] + (torch.arange(counts[d], device=centres.device,
+                                                  dtype=centres.dtype) - (counts[d] - 1) / 2)
+              * steps[d] for d in range(dims)]
+    coarse = cost_fn(_combinations(values)).reshape(batch, *counts)
+    best = _unravel(coarse.flatten(1).argmin(dim=1), counts)
+    half = torch.arange(-2, 3, device=centres.device, dtype=centres.dtype) / 2
+    values = [values[d].gather(1, best[:, d:d + 1]) + half * steps[d] for d in range(dims)]
+    costs = cost_fn(_combinations(values)).flatten(1)
+    fine = [5] * dims
+    best = _unravel(costs.argmin(dim=1), fine)
+    strides = torch.tensor([5 ** (dims - 1 - d) for d in range(dims)], device=centres.device)
+    result = []
+    for d in range(dims):
+        along = []
+        for k in range(5):  # the costs along axis d through the best cell
+            index = best.clone()
+            index[:, d] = k
+            along.append(costs.gather(1, (index * strides).sum(dim=1, keepdim=True))[:, 0])
+        offset = _parabola_offset(torch.stack(along, dim=1), best[:, d], 5)
+        result.append(values[d].gather(1, best[:, d:d + 1])[:, 0] + offset * steps[d] / 2)
+    return torch.stack(result, dim=1), coarse
+
+
 @torch.no_grad()
 def sweep_forward_motion(gray_t, gray_t1, points, intrinsics, forward, yaws, clamp,
                          depth_t1=None, depth_clamp=1.0):
     """The forward translation t_z and yaw theta of the best camera-motion hypothesis
-    (R = Ry(theta), t = (0, 0, t_z)): a grid over `forward` x `yaws`, then a grid of half the
-    steps around the best cell, then a parabola through the neighbours along each axis.
+    (R = Ry(theta), t = (0, 0, t_z)): `grid_search` over `forward` x `yaws`.
 
     Args:
         gray_t, gray_t1, points, intrinsics, clamp, depth_t1, depth_clamp: as in
@@ -101,37 +157,65 @@ def sweep_forward_motion(gray_t, gray_t1, points, intrinsics, forward, yaws, cla
     Returns:
         t_z (B,) metres, theta (B,) radians, and the costs of the first grid (B, nz, ny).
     """
-    def grid(lo, hi, num):
-        return torch.linspace(float(lo), float(hi), int(num), device=points.device,
-                              dtype=points.dtype)
+    def costs(params):  # (B, N, 2): t_z, theta
+        translations = torch.stack([torch.zeros_like(params[..., 0]),
+                                    torch.zeros_like(params[..., 0]), params[..., 0]], dim=-1)
+        return sweep_costs(gray_t, gray_t1, points, intrinsics, _yaw_rotations(params[..., 1]),
+                           translations, clamp, depth_t1, depth_clamp)
 
-    z_values, yaw_values = grid(*forward), grid(*yaws)
-    steps = [(vals[1] - vals[0]) if len(vals) > 1 else vals.new_tensor(0.0)
-             for vals in (z_values, yaw_values)]
-    batch = points.shape[0]
-    centre_z = centre_yaw = None
-    for level in range(2):
-        if level == 0:
-            zs = z_values.expand(batch, -1)
-            ys = yaw_values.expand(batch, -1)
-        else:  # 5 x 5 around the coarse minimum, half the steps
-            offsets = torch.arange(-2, 3, device=points.device, dtype=points.dtype) / 2
-            zs, ys = centre_z[:, None] + offsets * steps[0], centre_yaw[:, None] + offsets * steps[1]
-        nz, ny = zs.shape[1], ys.shape[1]
-        z_grid = zs[:, :, None].expand(-1, -1, ny).reshape(batch, -1)
-        y_grid = ys[:, None, :].expand(-1, nz, -1).reshape(batch, -1)
-        translations = torch.stack([torch.zeros_like(z_grid), torch.zeros_like(z_grid), z_grid],
-                                   dim=-1)
-        costs = sweep_costs(gray_t, gray_t1, points, intrinsics, _yaw_rotations(y_grid),
-                            translations, clamp, depth_t1, depth_clamp).reshape(batch, nz, ny)
-        if level == 0:
-            coarse = costs
-        best = costs.flatten(1).argmin(dim=1)
-        iz, iy = best // ny, best % ny
-        centre_z = zs.gather(1, iz[:, None])[:, 0]
-        centre_yaw = ys.gather(1, iy[:, None])[:, 0]
-    along_z = costs.gather(2, iy[:, None, None].expand(-1, nz, 1))[:, :, 0]
-    along_yaw = costs.gather(1, iz[:, None, None].expand(-1, 1, ny))[:, 0]
-    t_z = centre_z + _parabola_offset(along_z, iz, nz) * steps[0] / 2
-    theta = centre_yaw + _parabola_offset(along_yaw, iy, ny) * steps[1] / 2
-    return t_z, theta, coarse
+    ranges = (forward, yaws)
+    centres = points.new_tensor([(float(lo) + float(hi)) / 2 for lo, hi, _ in ranges])
+    steps = [(float(hi) - float(lo)) / (int(num) - 1) if int(num) > 1 else 0.0
+             for lo, hi, num in ranges]
+    best, coarse = grid_search(costs, centres.expand(points.shape[0], -1), steps,
+                               [int(num) for _, _, num in ranges])
+    return best[:, 0], best[:, 1], coarse
+
+
+@torch.no_grad()
+def sweep_object_motion(gray_t, gray_t1, points, intrinsics, rotations, translations, pivots,
+                        camera_rotations, camera_translations, yaw_grid, shift_grid, clamp,
+                        depth_t1=None, depth_clamp=1.0):
+    """Object motions refined by a sweep around a prediction (R_k, t_k, pivot p_k).
+
+    Hypothesis (dtheta, dx, dz): R = Ry(dtheta) R_k, t = t_k + (dx, 0, dz). A point P of the
+    object in frame t moves to P'' = R_c (R (P - p_k) + p_k + t) + t_c (the camera's motion
+    R_c, t_c after the object's), whose cost is `sweep_costs` over the object's points. Two
+    `grid_search`es: (dx, dz) at the predicted yaw over the shift grid, then (dtheta, dx, dz)
+    over the yaw grid x 5 x 5 shift steps around the best shift (the cost is sharp in the
+    shift and flat in the yaw: a joint coarse grid as fine in the shift costs far more).
+
+    Args:
+        gray_t: (N, 1, 1, M) frame t at each object's points; points: (N, 3, 1, M) the points
+            in metres (padding: Z = 0).
+        gray_t1: (N, 1, H, W) frame t+1 (one per object; an expanded tensor is fine);
+            depth_t1: optional (N, 1, H, W); intrinsics: (N, 3, 3).
+        rotations: (N, 3, 3); translations, pivots: (N, 3) metres; camera_rotations (N, 3, 3),
+            camera_translations (N, 3): the predicted object and camera motions.
+        yaw_grid: (step radians, count); shift_grid: (step metres, count) of dx and dz.
+        clamp, depth_clamp: as in `sweep_costs`.
+    Returns:
+        refined rotations (N, 3, 3) and translations (N, 3).
+    """
+    def costs(params):  # (N, S, 3): dtheta, dx, dz
+        rotation = _yaw_rotations(params[..., 0]) @ rotations[:, None]
+        translation = translations[:, None] + torch.stack(
+            [params[..., 1], torch.zeros_like(params[..., 1]), params[..., 2]], dim=-1)
+        pivot = pivots[:, None]
+        moved_pivot = pivot + translation - (rotation @ pivot[..., None])[..., 0]
+        total_rotation = camera_rotations[:, None] @ rotation
+        total_translation = ((camera_rotations[:, None] @ moved_pivot[..., None])[..., 0]
+                             + camera_translations[:, None])
+        return sweep_costs(gray_t, gray_t1, points, intrinsics, total_rotation,
+                           total_translation, clamp, depth_t1, depth_clamp)
+
+    def shift_costs(params):  # (N, S, 2): dx, dz at dtheta = 0
+        return costs(torch.cat([torch.zeros_like(params[..., :1]), params], dim=-1))
+
+    (yaw_step, yaw_count), (shift_step, shift_count) = yaw_grid, shift_grid
+    shift, _ = grid_search(shift_costs, translations.new_zeros(translations.shape[0], 2),
+                           [shift_step, shift_step], [shift_count, shift_count])
+    best, _ = grid_search(costs, torch.cat([torch.zeros_like(shift[:, :1]), shift], dim=1),
+                          [yaw_step, shift_step / 2, shift_step / 2], [yaw_count, 5, 5])
+    offset = torch.stack([best[:, 1], torch.zeros_like(best[:, 1]), best[:, 2]], dim=1)
+    return _yaw_rotations(best[:, 0]) @ rotations, translations + offset

@@ -15,10 +15,12 @@ pred_pivots, pred_moving_scores; "camera_motion" {"rotation", "translation", "mo
 with the camera head; "flow" (2xHxW px), "flow_valid" (HxW), "points" (3xHxW, P = d K^-1 x),
 "scene_flow" (3xHxW, P'' - P; metres, camera t, NaN where depth is invalid) at the original size
 when FLOW_OUTPUT (and there is a motion to compose). Motions are gated: an instance or camera
-whose moving probability is <= MOVING_THRESHOLD gets R = I, t = 0 (pivots are kept). The flow is
-`geometry.compose_flow_indexed` of these motions with the binary masks (the higher-scoring
-detection wins where masks overlap), on the depth resized to the original size (nearest), K
-rescaled by `geometry.scale_intrinsics`.
+whose moving probability is <= MOVING_THRESHOLD gets R = I, t = 0 (pivots are kept). With
+OBJECT_SWEEP.ENABLED the moving detections' motions are first refined by a per-object sweep
+(`ObjectMotionSweep`, at the input's size: needs depth, and depth_next for its depth term).
+The flow is `geometry.compose_flow_indexed` of these motions with the binary masks (the
+higher-scoring detection wins where masks overlap), on the depth resized to the original size
+(nearest), K rescaled by `geometry.scale_intrinsics`.
 
 Training losses (docs/method.md section 6, SUPERVISION): "motion" adds
 loss_motion_{rot,trans,pivot,moving} (RoI heads) and loss_cam_{rot,trans,moving}; "flow" adds loss_flow_roi and loss_flow_cam
@@ -55,6 +57,7 @@ from ..camera_head import build_camera_motion_head
 from ..layers import xyz_and_change
 from ..motion import MOTION_CAMERA_KEY, MOTION_XYZ_KEY, gated_motion, supervision_from_config
 from ..motion_losses import FlowSupervision, camera_flow_loss
+from ..object_sweep import ObjectMotionSweep
 from .frame_pairs import (batch_background, batch_flow_targets, batch_tensors, padded_batch,
                           require_key, sizes_only, write_frames, write_xyz)
 
@@ -71,7 +74,8 @@ class MotionRCNN(GeneralizedRCNN):
                  camera_in_feature: str = "res6", motion_on: bool = True,
                  xyz_input: bool = True, xyz_scale: float = 1.0, supervision: str = "motion",
                  flow_output: bool = True, mask_threshold: float = 0.5,
-                 moving_threshold: float = 0.5, camera_flow_loss_weight: float = 1.0, **kwargs):
+                 moving_threshold: float = 0.5, camera_flow_loss_weight: float = 1.0,
+                 object_sweep: Optional[ObjectMotionSweep] = None, **kwargs):
         """
         Args:
             camera_head: camera motion head on features[camera_in_feature] (or on the network
@@ -84,6 +88,7 @@ class MotionRCNN(GeneralizedRCNN):
             mask_threshold: binarisation of the pasted masks (original size).
             moving_threshold: moving probability <= this -> identity motion.
             camera_flow_loss_weight: weight of loss_flow_cam.
+            object_sweep: test-time refinement of the moving detections' motions, or None.
             kwargs: arguments of GeneralizedRCNN (backbone with 6/12 input channels, ...).
         """
         super().__init__(**kwargs)
@@ -97,6 +102,11 @@ class MotionRCNN(GeneralizedRCNN):
         self.mask_threshold = mask_threshold
         self.moving_threshold = moving_threshold
         self.camera_flow_loss_weight = camera_flow_loss_weight
+        self.object_sweep = object_sweep
+        if object_sweep is not None and not (motion_on and self.roi_heads.mask_on):
+            raise ValueError("MODEL.MOTION_RCNN.OBJECT_SWEEP.ENABLED refines the motions of the "
+                             "predicted masks: it needs MODEL.MOTION_RCNN.MOTION_ON and "
+                             "MODEL.MASK_ON True (or set it False)")
         if motion_on and not getattr(self.roi_heads, "motion_on", False):
             raise ValueError(
                 "MODEL.MOTION_RCNN.MOTION_ON is True but MODEL.ROI_HEADS.NAME builds "
@@ -144,6 +154,7 @@ class MotionRCNN(GeneralizedRCNN):
             "mask_threshold": config.MASK_THRESHOLD,
             "moving_threshold": config.MOVING_THRESHOLD,
             "camera_flow_loss_weight": cfg.MODEL.CAMERA_MOTION_HEAD.FLOW_LOSS_WEIGHT,
+            "object_sweep": (ObjectMotionSweep(cfg) if config.OBJECT_SWEEP.ENABLED else None),
         }
 
     # ------------------------------------------------------------------ input
@@ -328,8 +339,7 @@ class MotionRCNN(GeneralizedRCNN):
 
     def _postprocess_one(self, results, x, image_size, camera, index):
         height, width = x.get("height", image_size[0]), x.get("width", image_size[1])
-        instances = detector_postprocess(results, height, width, self.mask_threshold)
-        out = {"instances": instances}
+        out = {}
         camera_rotation = camera_translation = None
         if camera is not None:
             score = camera["moving_probs"][index]
@@ -338,6 +348,10 @@ class MotionRCNN(GeneralizedRCNN):
                 score > self.moving_threshold)
             out["camera_motion"] = {"rotation": camera_rotation,
                                     "translation": camera_translation, "moving_score": score}
+        if self.object_sweep is not None:
+            results = self._refine_object_motions(results, x, camera_rotation, camera_translation)
+        instances = detector_postprocess(results, height, width, self.mask_threshold)
+        out["instances"] = instances
         if self.motion_on:
             instances.pred_rotations, instances.pred_translations = gated_motion(
                 instances.pred_rotations, instances.pred_translations,
@@ -346,6 +360,22 @@ class MotionRCNN(GeneralizedRCNN):
             out["flow"], out["flow_valid"], out["points"], out["scene_flow"] = self._output_flow(
                 x, instances, image_size, (height, width), camera_rotation, camera_translation)
         return out
+
+    def _refine_object_motions(self, results, x, camera_rotation, camera_translation):
+        """`ObjectMotionSweep` of the raw detections of input `x` (network input size)."""
+        why = "MODEL.MOTION_RCNN.OBJECT_SWEEP.ENABLED (provide depth, or set it False)"
+        gray = [((self._require(x, key, why).to(self.device, torch.float32) - self.pixel_mean)
+                 / self.pixel_std).mean(dim=0) for key in ("image", "image_next")]
+        depth = self._require(x, "depth", why).to(self.device, torch.float32)[0]
+        depth_t1 = x.get("depth_next")
+        if depth_t1 is not None:
+            depth_t1 = depth_t1.to(self.device, torch.float32)[0]
+        if camera_rotation is None:
+            camera_rotation = torch.eye(3, device=self.device)
+            camera_translation = torch.zeros(3, device=self.device)
+        return self.object_sweep(results, gray[0], gray[1], depth, depth_t1,
+                                 self._intrinsics(x, why), camera_rotation, camera_translation,
+                                 self.moving_threshold)
 
     def _output_flow(self, x, instances, image_size, output_size, camera_rotation,
                      camera_translation):
