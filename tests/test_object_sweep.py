@@ -84,7 +84,7 @@ def test_sweep_object_motion_recovers_an_objects_yaw_and_translation():
     assert math.asin(rotation[0, 0, 2]) == pytest.approx(truth_yaw, abs=0.0025)
     assert translation[0].tolist() == pytest.approx(list(truth_t), abs=0.02)
     # the offsets are applied to the prediction: y stays as predicted
-    assert translation[0, 1].item() == 0.0
+    assert translation[0, 1].item() == pytest.approx(0.0, abs=1e-5)
 
 
 def _sweep(**kwargs):
@@ -161,7 +161,7 @@ def test_model_output_with_the_sweep_changes_only_the_moving_detections_motions(
     assert still.any() and (~still).any()
     assert torch.equal(b.pred_translations[still], a.pred_translations[still])
     assert not torch.equal(b.pred_translations[~still], a.pred_translations[~still])
-    # offsets of at most the grids' reach in x and z (5 steps + the 2nd grid + parabola)
+    # a yaw about y and shifts in x and z: the y of the translation is kept
     shift = b.pred_translations[~still] - a.pred_translations[~still]
-    assert float(shift[:, 1].abs().max()) == 0.0 and float(shift.abs().max()) <= 0.5 + 0.15
+    assert float(shift[:, 1].abs().max()) < 1e-4
     assert not torch.equal(before["flow"], after["flow"])

@@ -178,16 +178,23 @@ def sweep_object_motion(gray_t, gray_t1, points, intrinsics, rotations, translat
                         depth_t1=None, depth_clamp=1.0):
     """Object motions refined by a sweep around a prediction (R_k, t_k, pivot p_k).
 
-    Hypothesis (dtheta, dx, dz): R = Ry(dtheta) R_k, t = t_k + (dx, 0, dz). A point P of the
-    object in frame t moves to P'' = R_c (R (P - p_k) + p_k + t) + t_c (the camera's motion
-    R_c, t_c after the object's), whose cost is `sweep_costs` over the object's points. Two
-    `grid_search`es: (dx, dz) at the predicted yaw over the shift grid, then (dtheta, dx, dz)
-    over the yaw grid x 5 x 5 shift steps around the best shift (the cost is sharp in the
-    shift and flat in the yaw: a joint coarse grid as fine in the shift costs far more).
+    The predicted motion P' = R_k (P - p_k) + p_k + t_k is rewritten about the centroid c of
+    the object's points, P' = R_k (P - c) + c + u_k with u_k = R_k (c - p_k) + p_k + t_k - c,
+    so that turning the object (about its own centre) barely moves it as a whole. Hypothesis
+    (dtheta, dx, dz):
+
+        R = Ry(dtheta) R_k,   P'' = R_c (R (P - c) + c + u_k + (dx, 0, dz)) + t_c,
+
+    (the camera's motion R_c, t_c after the object's), whose cost is `sweep_costs` over the
+    object's points. Two `grid_search`es: (dx, dz) at the predicted yaw over the shift grid,
+    then (dtheta, dx, dz) over the yaw grid x 5 x 5 half shift steps around the best shift
+    (the cost is sharp in the shift and flat in the yaw: a joint coarse grid as fine in the
+    shift costs far more). The result is returned about the predicted pivot:
+    t = R (p_k - c) + c + u_k + (dx, 0, dz) - p_k.
 
     Args:
         gray_t: (N, 1, 1, M) frame t at each object's points; points: (N, 3, 1, M) the points
-            in metres (padding: Z = 0).
+            in metres (padding: Z = 0; each object needs at least one valid point).
         gray_t1: (N, 1, H, W) frame t+1 (one per object; an expanded tensor is fine);
             depth_t1: optional (N, 1, H, W); intrinsics: (N, 3, 3).
         rotations: (N, 3, 3); translations, pivots: (N, 3) metres; camera_rotations (N, 3, 3),
@@ -197,14 +204,23 @@ def sweep_object_motion(gray_t, gray_t1, points, intrinsics, rotations, translat
     Returns:
         refined rotations (N, 3, 3) and translations (N, 3).
     """
-    def costs(params):  # (N, S, 3): dtheta, dx, dz
+    flat = points.flatten(2)
+    valid = (flat[:, 2] > 0).to(flat.dtype)
+    centre = (flat * valid[:, None]).sum(dim=2) / valid.sum(dim=1, keepdim=True).clamp(min=1)
+    centre_shift = ((rotations @ (centre - pivots)[..., None])[..., 0] + pivots + translations
+                    - centre)  # u_k
+
+    def motion(params):  # (N, S, 3): dtheta, dx, dz -> R (N, S, 3, 3), R c - c - u_k - d
         rotation = _yaw_rotations(params[..., 0]) @ rotations[:, None]
-        translation = translations[:, None] + torch.stack(
-            [params[..., 1], torch.zeros_like(params[..., 1]), params[..., 2]], dim=-1)
-        pivot = pivots[:, None]
-        moved_pivot = pivot + translation - (rotation @ pivot[..., None])[..., 0]
+        shift = torch.stack([params[..., 1], torch.zeros_like(params[..., 1]), params[..., 2]],
+                            dim=-1)
+        offset = (centre + centre_shift)[:, None] + shift - (rotation @ centre[:, None, :, None])[..., 0]
+        return rotation, offset  # P' = R P + offset
+
+    def costs(params):
+        rotation, offset = motion(params)
         total_rotation = camera_rotations[:, None] @ rotation
-        total_translation = ((camera_rotations[:, None] @ moved_pivot[..., None])[..., 0]
+        total_translation = ((camera_rotations[:, None] @ offset[..., None])[..., 0]
                              + camera_translations[:, None])
         return sweep_costs(gray_t, gray_t1, points, intrinsics, total_rotation,
                            total_translation, clamp, depth_t1, depth_clamp)
@@ -217,5 +233,6 @@ def sweep_object_motion(gray_t, gray_t1, points, intrinsics, rotations, translat
                            [shift_step, shift_step], [shift_count, shift_count])
     best, _ = grid_search(costs, torch.cat([torch.zeros_like(shift[:, :1]), shift], dim=1),
                           [yaw_step, shift_step / 2, shift_step / 2], [yaw_count, 5, 5])
-    offset = torch.stack([best[:, 1], torch.zeros_like(best[:, 1]), best[:, 2]], dim=1)
-    return _yaw_rotations(best[:, 0]) @ rotations, translations + offset
+    rotation, offset = motion(best[:, None])
+    # P' = R P + offset = R (P - p_k) + p_k + t  ->  t = offset + R p_k - p_k
+    return rotation[:, 0], offset[:, 0] + (rotation[:, 0] @ pivots[..., None])[..., 0] - pivots

@@ -32,7 +32,7 @@ class ObjectMotionSweep:
 
     @configurable
     def __init__(self, *, yaw_grid=(0.005, 13), shift_grid=(0.05, 21), num_points: int = 512,
-                 clamp: float = 0.5, depth_clamp: float = 0.3, mask_threshold: float = 0.5):
+                 clamp: float = 0.5, depth_clamp: float = 0.1, mask_threshold: float = 0.5):
         """
         Args:
             yaw_grid: (step radians, count) of the yaw offsets dtheta;
