@@ -112,8 +112,8 @@ def test_json_written_atomically_with_every_section(tiny_run):
     out, returned, written = tiny_run
     assert written == json.loads(json.dumps(returned))
     assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temporary file left
-    for section in ("settings", "inference", "training", "memory", "compose_flow", "data",
-                    "goals"):
+    for section in ("settings", "inference", "training", "memory", "compose_flow",
+                    "object_sweep", "data", "goals"):
         assert section in written, section
     assert written["settings"]["sizes"] == list(SIZES)
     params = written["settings"]["parameters"]
@@ -169,6 +169,11 @@ def test_memory_compose_flow_and_data(tiny_run):
         assert _close(row["inference_path_share"],
                       row["inference_path_ms"] / flow["motion_rcnn_inference_ms"])
         assert _close(row["dense_share"], row["dense_ms"] / flow["motion_rcnn_inference_ms"])
+    sweep = result["object_sweep"]
+    assert sweep["size"] == SIZES[0] and set(sweep["detections"]) == {"5", "20"}
+    for row in sweep["detections"].values():
+        assert row["ms"] > 0
+        assert _close(row["share"], row["ms"] / flow["motion_rcnn_inference_ms"])
     data = result["data"]
     assert _close(data["training_s_per_iter"],
                   result["training"][SIZES[0]]["motion_rcnn_12ch"]["value"])

@@ -26,7 +26,9 @@ phases' medians); peak memory (the median of --memory-runs fresh subprocesses pe
 CUDA: torch.cuda.max_memory_allocated; CPU: VmHWM - VmRSS before the model was built, the
 peak reset between inference and training); compose_flow at the first size with 10 and 100
 instances (inference path: instance_index_from_masks + compose_flow_indexed; and
-compose_flow with dense masks) as a share of Motion R-CNN (12 channels) inference; data
+compose_flow with dense masks) as a share of Motion R-CNN (12 channels) inference; the
+per-object sweep (OBJECT_SWEEP, off in the Base configs) for 5 and 20 moving detections as a
+share of that inference; data
 loading: pairs/s of MotionDatasetMapper in Detectron2's train loader with 0 and 2 workers over
 the world against the training iteration rate, and how long a training loop fed by 2 workers
 waits for data.
@@ -52,6 +54,8 @@ from motion_rcnn_d2.data.synthetic import generate_world  # noqa: E402
 from motion_rcnn_d2.geometry import compose_flow, compose_flow_indexed  # noqa: E402
 from motion_rcnn_d2.geometry import euler_angles_to_matrix  # noqa: E402
 from motion_rcnn_d2.geometry import instance_index_from_masks  # noqa: E402
+from motion_rcnn_d2.modeling.object_sweep import ObjectMotionSweep  # noqa: E402
+from detectron2.structures import Boxes, Instances  # noqa: E402
 
 # the sibling modules: this script's folder is the first entry of sys.path
 from benchmark_memory import memory_section  # noqa: E402
@@ -245,6 +249,42 @@ def compose_section(x, motion_ms, args, counts=(10, 100)):
     return out
 
 
+def object_sweep_section(x, motion_ms, args, counts=(5, 20)):
+    """`ObjectMotionSweep` (the default MODEL.MOTION_RCNN.OBJECT_SWEEP) at the size of `x`
+    for `counts` moving detections (car-like boxes, full masks), ms per pair and as a share of
+    Motion R-CNN (12 channels) inference without it."""
+    device = args.device
+    sweep = ObjectMotionSweep(model_cfg(MOTION, args.depth, device))
+    height, width = x["depth"].shape[-2:]
+    gray_t, gray_t1 = (((x[k].to(device).float() - 110.0) / 57.0).mean(dim=0)
+                       for k in ("image", "image_next"))
+    depth, depth_t1 = (x[k][0].to(device) for k in ("depth", "depth_next"))
+    intrinsics = x["intrinsics"].to(device)
+    camera = (euler_angles_to_matrix(torch.tensor([0.0, 0.01, 0.0])).to(device),
+              torch.tensor([0.0, 0.0, -0.8], device=device))
+    gen = torch.Generator().manual_seed(0)
+    out = {"size": f"{width}x{height}", "motion_rcnn_inference_ms": motion_ms, "detections": {}}
+    for num in counts:
+        masks = box_masks(num, height, width, gen)
+        boxes = torch.stack([torch.tensor([m.any(0).nonzero().min(), m.any(1).nonzero().min(),
+                                           m.any(0).nonzero().max() + 1,
+                                           m.any(1).nonzero().max() + 1]) for m in masks])
+
+        def refine(_, boxes=boxes.float().to(device), num=num):
+            detections = Instances((height, width), pred_boxes=Boxes(boxes),
+                                   pred_masks=torch.ones(num, 1, 28, 28, device=device),
+                                   pred_rotations=torch.eye(3, device=device).repeat(num, 1, 1),
+                                   pred_translations=torch.zeros(num, 3, device=device),
+                                   pred_pivots=torch.tensor([[0.0, 1.0, 15.0]] * num,
+                                                            device=device),
+                                   pred_moving_scores=torch.ones(num, device=device))
+            sweep(detections, gray_t, gray_t1, depth, depth_t1, intrinsics, *camera, 0.5)
+
+        ms = 1000 * time_rounds({"sweep": refine}, args.warmup, args.repeats, device)["sweep"]
+        out["detections"][str(num)] = {"ms": ms, "share": ms / motion_ms}
+    return out
+
+
 def data_section(dicts, size, model, train_s, args):
     """Mapper throughput with 0 and 2 workers vs the training rate, and the data wait of a
     training loop fed by the 2-worker loader."""
@@ -353,6 +393,9 @@ def run(args):
         result["compose_flow"] = dict(size=first, **compose_section(
             inputs[first], result["inference"][first][MOTION]["value"], args))
         clock("compose_flow")
+        result["object_sweep"] = object_sweep_section(
+            inputs[first], result["inference"][first][MOTION]["value"], args)
+        clock("object_sweep")
         result["data"] = data_section(dicts, args.sizes[0], models[MOTION],
                                       result["training"][first][MOTION]["value"], args)
         clock("data")

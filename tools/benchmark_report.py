@@ -92,6 +92,12 @@ def print_tables(result):
         _table(f"compose_flow at {flow['size']} (ms; shares of motion_rcnn_12ch inference, "
                f"{_fmt(flow['motion_rcnn_inference_ms'])} ms)", rows,
                ["instances", "index", "indexed", "share", "dense", "share"])
+    if "object_sweep" in result:
+        sweep = result["object_sweep"]
+        rows = [[n, r["ms"], r["share"]] for n, r in sweep["detections"].items()]
+        _table(f"object sweep at {sweep['size']} (ms; shares of motion_rcnn_12ch inference, "
+               f"{_fmt(sweep['motion_rcnn_inference_ms'])} ms)", rows,
+               ["moving detections", "ms", "share"])
     if "data" in result:
         data = result["data"]
         rows = [[w, pps, data["ratio"][w]] for w, pps in data["pairs_per_s"].items()]
