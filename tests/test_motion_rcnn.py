@@ -3,6 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from detectron2.modeling import build_model
+from detectron2.structures import Instances
 from motion_rcnn_inputs import (
     assert_every_parameter_has_a_gradient,
     diversify_motions,
@@ -291,3 +292,36 @@ def test_batch_background_is_outside_every_mask_and_false_in_the_padding():
     expected[1, :, 5:] = False
     assert torch.equal(out, expected)
     assert torch.equal(batch_background(None, images)[0], torch.ones(6, 8, dtype=torch.bool))
+
+
+def test_fpn_motion_head_reads_the_box_features_of_each_detections_proposal():
+    """IN_FEATURES ["box"] at inference: the box head runs once (on the proposals) and the
+    motion head's input row of each detection is the box head's output row of the proposal it
+    came from; with given boxes the box head runs on those boxes."""
+    model = build_model(tiny_cfg())
+    model.eval()
+    heads = model.roi_heads
+    box_outputs, motion_inputs, kept = [], [], []
+    hooks = [heads.box_head.register_forward_hook(lambda m, i, o: box_outputs.append(o)),
+             heads.motion_head.register_forward_hook(lambda m, i, o: motion_inputs.append(i[0]))]
+    inference = heads.box_predictor.inference
+
+    def recording_inference(predictions, proposals):
+        instances, indices = inference(predictions, proposals)
+        kept.append(indices)
+        return instances, indices
+
+    heads.box_predictor.inference = recording_inference
+    x = make_input(seed=3, training=False)
+    with torch.no_grad():
+        raw = model.inference([x], do_postprocess=False)[0]
+        assert len(raw) > 0 and len(box_outputs) == 1 and len(motion_inputs) == 1
+        torch.testing.assert_close(motion_inputs[0], box_outputs[0][kept[0][0]], rtol=0, atol=0)
+        assert not raw.has("motion_proposal_box_features")  # not left in the outputs
+        given = Instances(raw.image_size, pred_boxes=raw.pred_boxes, scores=raw.scores,
+                          pred_classes=raw.pred_classes)
+        model.inference([x], detected_instances=[given], do_postprocess=False)
+    for hook in hooks:
+        hook.remove()
+    assert len(box_outputs) == 2 and box_outputs[1].shape[0] == len(raw)
+    torch.testing.assert_close(motion_inputs[1], box_outputs[1], rtol=0, atol=0)

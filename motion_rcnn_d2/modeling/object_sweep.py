@@ -93,7 +93,7 @@ class ObjectMotionSweep:
             intrinsics: (3, 3) K of the input's pixel grid.
             camera_rotation (3, 3), camera_translation (3,): the camera's (gated) motion.
         Returns:
-            `instances`, refined.
+            `instances` with refined pred_rotations and pred_translations (new tensors).
         """
         moving = (instances.pred_moving_scores > moving_threshold).nonzero()[:, 0]
         if len(moving) == 0:
@@ -117,6 +117,8 @@ class ObjectMotionSweep:
             self.yaw_grid, self.shift_grid, self.clamp,
             None if depth_t1 is None or self.depth_clamp <= 0
             else depth_t1.expand(num, 1, *size), self.depth_clamp)
-        instances.pred_rotations[moving] = rotations
-        instances.pred_translations[moving] = translations
+        # new tensors: the head's outputs may be views of one another (split per image)
+        instances.pred_rotations = instances.pred_rotations.index_put((moving,), rotations)
+        instances.pred_translations = instances.pred_translations.index_put((moving,),
+                                                                            translations)
         return instances

@@ -10,11 +10,13 @@ head's translation features[MOTION_CAMERA_KEY] (both put there by MotionRCNN). I
 for the GT class is
 supervised by 3D motion, by GT optical flow, or both (cfg.MODEL.MOTION_RCNN.SUPERVISION).
 Flow supervision also needs each RoI's mask logits, so the mask head's `layers` and the stock
-`mask_rcnn_loss` are called separately then. Inference: like the mask head, the motion head runs
-on the final detection boxes (`forward_with_given_boxes`; FPN: box pooler + box head on the
-detections, C4: the res5 features shared with the mask head) and writes pred_rotations,
-pred_translations, pred_pivots and pred_moving_scores for the predicted class (ungated; the
-meta-architecture applies the moving threshold).
+`mask_rcnn_loss` are called separately then. Inference: the motion head runs on the final
+detections (`forward_with_given_boxes`). Its "box" input is, with FPN, the box head's features
+of the proposal each detection came from (kept by `_forward_box`, as the head reads them in
+training; the box head runs again on the boxes only when they are given), with C4 the res5
+features of the detection boxes shared with the mask head; "xyz" is pooled over the detection
+boxes. It writes pred_rotations, pred_translations, pred_pivots and pred_moving_scores for the
+predicted class (ungated; the meta-architecture applies the moving threshold).
 
 With cfg.MODEL.MOTION_RCNN.MOTION_ON False no motion head is built and both classes behave
 exactly like their Detectron2 parents.
@@ -44,6 +46,9 @@ __all__ = ["MOTION_IN_FEATURES", "MotionHeadMixin", "MotionROIHeads", "MotionRes
 # Values of cfg.MODEL.ROI_MOTION_HEAD.IN_FEATURES.
 MOTION_IN_FEATURES = ("box", "xyz", "camera")
 _GT_MOTION_FIELDS = ("gt_rotations", "gt_translations", "gt_pivots", "gt_moving")
+# Field of the FPN heads' detections at inference: the box head's features of the proposal
+# each detection came from (MotionROIHeads._forward_box), removed once the motion head read it.
+_PROPOSAL_FEATURES = "motion_proposal_box_features"
 
 
 class MotionHeadMixin:
@@ -248,6 +253,26 @@ class MotionROIHeads(MotionHeadMixin, StandardROIHeads):
     def _box_features(self, features, boxes):
         return self.box_head(self.box_pooler([features[f] for f in self.box_in_features], boxes))
 
+    def _forward_box(self, features, proposals):
+        """As StandardROIHeads._forward_box; at inference with the motion head reading "box",
+        each detection also keeps the box head's features of the proposal it came from
+        (field `_PROPOSAL_FEATURES`): the motion head reads them, as in training, instead of
+        pooling and running the box head again on the detection boxes."""
+        if self.training or not (self.motion_on and "box" in self.motion_in_features):
+            return super()._forward_box(features, proposals)
+        box_features = self._box_features(features, [x.proposal_boxes for x in proposals])
+        predictions = self.box_predictor(box_features)
+        # fast_rcnn_inference drops non-finite rows before it indexes: then the indices of
+        # the kept proposals are not those of `proposals`, and the motion head pools again
+        finite = all(torch.isfinite(p).all() for p in predictions)
+        instances, kept = self.box_predictor.inference(predictions, proposals)
+        if finite:
+            start = 0
+            for inst, proposals_i, index in zip(instances, proposals, kept):
+                inst.set(_PROPOSAL_FEATURES, box_features.index_select(0, index + start))
+                start += len(proposals_i)
+        return instances
+
     def forward(self, images: ImageList, features: Dict[str, torch.Tensor],
                 proposals: List[Instances], targets: Optional[List[Instances]] = None,
                 flow_targets: Optional[FlowSupervision] = None):
@@ -288,7 +313,13 @@ class MotionROIHeads(MotionHeadMixin, StandardROIHeads):
             return instances
         box_features = None
         if "box" in self.motion_in_features:
-            box_features = self._box_features(features, [x.pred_boxes for x in instances])
+            if all(x.has(_PROPOSAL_FEATURES) for x in instances):
+                box_features = cat([x.get(_PROPOSAL_FEATURES) for x in instances])
+            else:  # given boxes (or non-finite predictions): the box head on them
+                box_features = self._box_features(features, [x.pred_boxes for x in instances])
+        for x in instances:
+            if x.has(_PROPOSAL_FEATURES):
+                x.remove(_PROPOSAL_FEATURES)
         return self._predict_motion(box_features, features, instances)
 
 
