@@ -11,8 +11,8 @@ from detectron2.structures import Boxes, Instances
 from motion_rcnn_inputs import diversify_motions, make_input, outputs, tiny_cfg
 
 from motion_rcnn_d2 import add_motion_rcnn_config
-from motion_rcnn_d2.geometry import (backproject, euler_angles_to_matrix, grid_search, project,
-                                     sweep_object_motion)
+from motion_rcnn_d2.geometry import (backproject, euler_angles_to_matrix, grid_search,
+                                     object_motion_costs, project, sweep_object_motion)
 from motion_rcnn_d2.modeling.object_sweep import ObjectMotionSweep
 
 H, W = 48, 96
@@ -109,7 +109,7 @@ def test_object_motion_sweep_refines_the_moving_detections_only():
     instances.pred_translations = predicted_t.clone()
     instances.pred_pivots = torch.tensor([pivot] * 3)
     instances.pred_moving_scores = torch.tensor([0.9, 0.3, 0.8])
-    sweep = _sweep(CLAMP=1.0, NUM_POINTS=300)
+    sweep = _sweep(CLAMP=1.0, NUM_POINTS=300, MOVING_COST_RATIO=0.0)  # the head decides
     sweep(instances, gray_t, gray_t1, depth, None, K, camera_rotation,
           torch.tensor([0.0, 0.0, -0.7]), 0.5)
     # the same sweep over 300 points spread evenly (raster order) over the pasted mask
@@ -130,6 +130,46 @@ def test_object_motion_sweep_refines_the_moving_detections_only():
     assert torch.equal(instances.pred_translations[1:], predicted_t[1:])
 
 
+def _one_detection(score, pivot):
+    instances = Instances((H, W))
+    instances.pred_boxes = Boxes(torch.tensor([[30.0, 13.0, 68.0, 37.0]]))
+    instances.pred_masks = torch.ones(1, 1, 28, 28)
+    instances.pred_rotations = torch.eye(3)[None]
+    instances.pred_translations = torch.tensor([[0.1, 0.0, 0.1]])
+    instances.pred_pivots = torch.tensor([pivot])
+    instances.pred_moving_scores = torch.tensor([score])
+    return instances
+
+
+@pytest.mark.parametrize("moving", [True, False])
+def test_moving_cost_ratio_lets_the_sweep_decide_moving_or_still(moving):
+    """The head says the opposite (score 0.2 for the moving object, 0.9 for the still one); the
+    score becomes clamp(0.5 (1 - rho) / (1 - R), 0, 1), rho = cost(refined) / cost(still)."""
+    pivot = (0.3, 1.0, 9.0)
+    truth = (-0.009, (-0.2, 0.0, 0.45)) if moving else (0.0, (0.0, 0.0, 0.0))
+    gray_t, gray_t1, depth, points, camera_rotation = _scene(truth[0], truth[1], pivot, 0.003,
+                                                             (0.0, 0.0, -0.7))
+    camera_translation = torch.tensor([0.0, 0.0, -0.7])
+    instances = _one_detection(0.2 if moving else 0.9, pivot)
+    _sweep(CLAMP=1.0, NUM_POINTS=300, MOVING_COST_RATIO=0.8)(
+        instances, gray_t, gray_t1, depth, None, K, camera_rotation, camera_translation, 0.5)
+    score = float(instances.pred_moving_scores[0])
+    assert (score > 0.5) == moving
+    mask = paste_masks_in_image(torch.ones(1, 28, 28), instances.pred_boxes, (H, W))[0]
+    index = np.flatnonzero(mask.numpy())
+    index = index[np.round(np.linspace(0, len(index) - 1, 300)).astype(np.int64)]
+    costs = object_motion_costs(
+        gray_t.flatten()[index].reshape(1, 1, 1, -1), gray_t1[None, None],
+        points.reshape(3, -1)[:, index].reshape(1, 3, 1, -1), K[None],
+        torch.stack([instances.pred_rotations, torch.eye(3)[None]], dim=1),
+        torch.stack([instances.pred_translations, torch.zeros(1, 3)], dim=1),
+        torch.tensor([pivot]), camera_rotation[None], camera_translation[None], 1.0)
+    rho = float(costs[0, 0] / costs[0, 1])
+    assert score == pytest.approx(min(max(0.5 * (1 - rho) / 0.2, 0.0), 1.0), abs=1e-5)
+    if moving:  # refined although the head said still
+        assert instances.pred_translations[0].tolist() == pytest.approx(list(truth[1]), abs=0.02)
+
+
 def test_object_motion_sweep_refuses_bad_config():
     with pytest.raises(ValueError, match=r"OBJECT_SWEEP\.YAW = \[0\.005, 2\.5\]"):
         _sweep(YAW=[0.005, 2.5])
@@ -137,6 +177,8 @@ def test_object_motion_sweep_refuses_bad_config():
         _sweep(SHIFT=[0.1])
     with pytest.raises(ValueError, match=r"OBJECT_SWEEP\.NUM_POINTS = 5"):
         _sweep(NUM_POINTS=5)
+    with pytest.raises(ValueError, match=r"OBJECT_SWEEP\.MOVING_COST_RATIO = 1\.0"):
+        _sweep(MOVING_COST_RATIO=1.0)
     cfg = tiny_cfg()
     cfg.MODEL.MOTION_RCNN.OBJECT_SWEEP.ENABLED = True
     cfg.MODEL.MOTION_RCNN.FLOW_OUTPUT = False
@@ -150,6 +192,7 @@ def test_model_output_with_the_sweep_changes_only_the_moving_detections_motions(
     plain = build_model(cfg)
     diversify_motions(plain)
     cfg.MODEL.MOTION_RCNN.OBJECT_SWEEP.ENABLED = True
+    cfg.MODEL.MOTION_RCNN.OBJECT_SWEEP.MOVING_COST_RATIO = 0.0  # the head decides
     swept = build_model(cfg)
     swept.load_state_dict(plain.state_dict())
     x = make_input(seed=5, training=False)
@@ -165,3 +208,20 @@ def test_model_output_with_the_sweep_changes_only_the_moving_detections_motions(
     shift = b.pred_translations[~still] - a.pred_translations[~still]
     assert float(shift[:, 1].abs().max()) < 1e-4
     assert not torch.equal(before["flow"], after["flow"])
+
+
+def test_model_output_with_the_sweeps_moving_decision_is_gated_by_it():
+    cfg = tiny_cfg()
+    plain = build_model(cfg)
+    diversify_motions(plain)
+    cfg.MODEL.MOTION_RCNN.OBJECT_SWEEP.ENABLED = True  # MOVING_COST_RATIO 0.6 (default)
+    swept = build_model(cfg)
+    swept.load_state_dict(plain.state_dict())
+    x = make_input(seed=5, training=False)
+    a, b = outputs(plain, x)["instances"], outputs(swept, x)["instances"]
+    assert torch.equal(a.pred_masks, b.pred_masks)
+    assert not torch.equal(a.pred_moving_scores, b.pred_moving_scores)  # the sweep's scores
+    assert float(b.pred_moving_scores.min()) >= 0.0 and float(b.pred_moving_scores.max()) <= 1.0
+    still = b.pred_moving_scores <= 0.5
+    assert torch.equal(b.pred_rotations[still], torch.eye(3).expand(int(still.sum()), 3, 3))
+    assert torch.equal(b.pred_translations[still], torch.zeros(int(still.sum()), 3))

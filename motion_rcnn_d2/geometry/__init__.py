@@ -33,7 +33,8 @@ from .rotations import (
     rotation_y,
     rotation_z,
 )
-from .sweep import grid_search, sweep_costs, sweep_forward_motion, sweep_object_motion
+from .sweep import (grid_search, object_motion_costs, sweep_costs, sweep_forward_motion,
+                    sweep_object_motion)
 
 __all__ = [
     "apply_camera_motion",
@@ -55,6 +56,7 @@ __all__ = [
     "matrix_to_euler_sines",
     "matrix_to_quaternion",
     "matrix_to_raw_quaternion",
+    "object_motion_costs",
     "pixel_grid",
     "project",
     "quaternion_to_matrix",

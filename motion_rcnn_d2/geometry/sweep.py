@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from .camera import project
 from .rotations import euler_angles_to_matrix
 
-__all__ = ["grid_search", "sweep_costs", "sweep_forward_motion", "sweep_object_motion"]
+__all__ = ["grid_search", "object_motion_costs", "sweep_costs", "sweep_forward_motion",
+           "sweep_object_motion"]
 
 
 def sweep_costs(gray_t, gray_t1, points, intrinsics, rotations, translations, clamp,
@@ -172,6 +173,29 @@ def sweep_forward_motion(gray_t, gray_t1, points, intrinsics, forward, yaws, cla
     return best[:, 0], best[:, 1], coarse
 
 
+def object_motion_costs(gray_t, gray_t1, points, intrinsics, rotations, translations, pivots,
+                        camera_rotations, camera_translations, clamp, depth_t1=None,
+                        depth_clamp=1.0):
+    """`sweep_costs` of object-motion hypotheses followed by the camera's motion:
+    P'' = R_c (R (P - p) + p + t) + t_c.
+
+    Args:
+        gray_t, gray_t1, points, intrinsics, clamp, depth_t1, depth_clamp: as in
+            `sweep_costs`, one batch entry per object.
+        rotations: (N, S, 3, 3); translations: (N, S, 3) metres; S hypotheses per object.
+        pivots: (N, 3) metres; camera_rotations (N, 3, 3), camera_translations (N, 3).
+    Returns:
+        (N, S) costs.
+    """
+    pivot = pivots[:, None]
+    offset = pivot + translations - (rotations @ pivot[..., None])[..., 0]  # P' = R P + offset
+    total_rotation = camera_rotations[:, None] @ rotations
+    total_translation = ((camera_rotations[:, None] @ offset[..., None])[..., 0]
+                         + camera_translations[:, None])
+    return sweep_costs(gray_t, gray_t1, points, intrinsics, total_rotation, total_translation,
+                       clamp, depth_t1, depth_clamp)
+
+
 @torch.no_grad()
 def sweep_object_motion(gray_t, gray_t1, points, intrinsics, rotations, translations, pivots,
                         camera_rotations, camera_translations, yaw_grid, shift_grid, clamp,
@@ -185,11 +209,11 @@ def sweep_object_motion(gray_t, gray_t1, points, intrinsics, rotations, translat
 
         R = Ry(dtheta) R_k,   P'' = R_c (R (P - c) + c + u_k + (dx, 0, dz)) + t_c,
 
-    (the camera's motion R_c, t_c after the object's), whose cost is `sweep_costs` over the
-    object's points. Two `grid_search`es: (dx, dz) at the predicted yaw over the shift grid,
-    then (dtheta, dx, dz) over the yaw grid x 5 x 5 half shift steps around the best shift
-    (the cost is sharp in the shift and flat in the yaw: a joint coarse grid as fine in the
-    shift costs far more). The result is returned about the predicted pivot:
+    (the camera's motion R_c, t_c after the object's), whose cost is `object_motion_costs`
+    over the object's points. Two `grid_search`es: (dx, dz) at the predicted yaw over the shift
+    grid, then (dtheta, dx, dz) over the yaw grid x 5 x 5 half shift steps around the best
+    shift (the cost is sharp in the shift and flat in the yaw: a joint coarse grid as fine in
+    the shift costs far more). The result is returned about the predicted pivot:
     t = R (p_k - c) + c + u_k + (dx, 0, dz) - p_k.
 
     Args:
@@ -210,20 +234,16 @@ def sweep_object_motion(gray_t, gray_t1, points, intrinsics, rotations, translat
     centre_shift = ((rotations @ (centre - pivots)[..., None])[..., 0] + pivots + translations
                     - centre)  # u_k
 
-    def motion(params):  # (N, S, 3): dtheta, dx, dz -> R (N, S, 3, 3), R c - c - u_k - d
+    def motion(params):  # (N, S, 3): dtheta, dx, dz -> R (N, S, 3, 3), u_k + d (N, S, 3)
         rotation = _yaw_rotations(params[..., 0]) @ rotations[:, None]
         shift = torch.stack([params[..., 1], torch.zeros_like(params[..., 1]), params[..., 2]],
                             dim=-1)
-        offset = (centre + centre_shift)[:, None] + shift - (rotation @ centre[:, None, :, None])[..., 0]
-        return rotation, offset  # P' = R P + offset
+        return rotation, centre_shift[:, None] + shift
 
     def costs(params):
-        rotation, offset = motion(params)
-        total_rotation = camera_rotations[:, None] @ rotation
-        total_translation = ((camera_rotations[:, None] @ offset[..., None])[..., 0]
-                             + camera_translations[:, None])
-        return sweep_costs(gray_t, gray_t1, points, intrinsics, total_rotation,
-                           total_translation, clamp, depth_t1, depth_clamp)
+        return object_motion_costs(gray_t, gray_t1, points, intrinsics, *motion(params), centre,
+                                   camera_rotations, camera_translations, clamp, depth_t1,
+                                   depth_clamp)
 
     def shift_costs(params):  # (N, S, 2): dx, dz at dtheta = 0
         return costs(torch.cat([torch.zeros_like(params[..., :1]), params], dim=-1))
@@ -233,6 +253,6 @@ def sweep_object_motion(gray_t, gray_t1, points, intrinsics, rotations, translat
                            [shift_step, shift_step], [shift_count, shift_count])
     best, _ = grid_search(costs, torch.cat([torch.zeros_like(shift[:, :1]), shift], dim=1),
                           [yaw_step, shift_step / 2, shift_step / 2], [yaw_count, 5, 5])
-    rotation, offset = motion(best[:, None])
-    # P' = R P + offset = R (P - p_k) + p_k + t  ->  t = offset + R p_k - p_k
-    return rotation[:, 0], offset[:, 0] + (rotation[:, 0] @ pivots[..., None])[..., 0] - pivots
+    rotation, translation = (m[:, 0] for m in motion(best[:, None]))
+    # about c: R (P - c) + c + translation  ->  about p_k: t = R (p_k - c) + c + translation - p_k
+    return rotation, (rotation @ (pivots - centre)[..., None])[..., 0] + centre + translation - pivots
