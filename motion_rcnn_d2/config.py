@@ -33,9 +33,10 @@ def add_motion_rcnn_config(cfg):
     _C.MODEL.MOTION_RCNN.MASK_THRESHOLD = 0.5
     # An instance (or the camera) whose moving probability is <= this gets identity motion.
     _C.MODEL.MOTION_RCNN.MOVING_THRESHOLD = 0.5
-    # Test-time refinement of each moving detection's motion by a sweep around the RoI
-    # head's prediction over its mask's points (modeling/object_sweep.py; needs depth and,
-    # for the depth term, depth_next in the inputs; docs/method.md section 3).
+    # Test-time refinement of each detection's motion by a sweep around the RoI head's
+    # prediction over its mask's points, and with MOVING_COST_RATIO its moving / still
+    # (modeling/object_sweep.py; needs depth and, for the depth term, depth_next in the
+    # inputs; docs/method.md section 3).
     _C.MODEL.MOTION_RCNN.OBJECT_SWEEP = CN()
     _C.MODEL.MOTION_RCNN.OBJECT_SWEEP.ENABLED = False
     # (step, count) of the yaw offsets (radians) and of the x / z offsets (metres): first

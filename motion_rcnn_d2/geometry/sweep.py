@@ -255,4 +255,5 @@ def sweep_object_motion(gray_t, gray_t1, points, intrinsics, rotations, translat
                           [yaw_step, shift_step / 2, shift_step / 2], [yaw_count, 5, 5])
     rotation, translation = (m[:, 0] for m in motion(best[:, None]))
     # about c: R (P - c) + c + translation  ->  about p_k: t = R (p_k - c) + c + translation - p_k
-    return rotation, (rotation @ (pivots - centre)[..., None])[..., 0] + centre + translation - pivots
+    about_pivot = (rotation @ (pivots - centre)[..., None])[..., 0] + centre - pivots
+    return rotation, about_pivot + translation

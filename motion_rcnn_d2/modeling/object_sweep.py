@@ -22,7 +22,7 @@ from ..geometry import backproject, object_motion_costs, sweep_object_motion
 
 __all__ = ["ObjectMotionSweep", "MIN_POINTS"]
 
-# A mask with fewer valid points than this keeps the head's motion (too little to measure).
+# A mask with fewer valid points than this keeps the head's motion and moving score.
 MIN_POINTS = 20
 
 
@@ -34,7 +34,8 @@ def _grid(value, key):
 
 
 class ObjectMotionSweep:
-    """Refines pred_rotations and pred_translations of the moving detections in place."""
+    """Refines the detections' pred_rotations and pred_translations (and, with a
+    MOVING_COST_RATIO, pred_moving_scores) of the RoI heads' raw Instances."""
 
     @configurable
     def __init__(self, *, yaw_grid=(0.005, 13), shift_grid=(0.05, 21), num_points: int = 512,

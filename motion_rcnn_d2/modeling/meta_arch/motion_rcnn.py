@@ -16,8 +16,9 @@ with the camera head; "flow" (2xHxW px), "flow_valid" (HxW), "points" (3xHxW, P 
 "scene_flow" (3xHxW, P'' - P; metres, camera t, NaN where depth is invalid) at the original size
 when FLOW_OUTPUT (and there is a motion to compose). Motions are gated: an instance or camera
 whose moving probability is <= MOVING_THRESHOLD gets R = I, t = 0 (pivots are kept). With
-OBJECT_SWEEP.ENABLED the moving detections' motions are first refined by a per-object sweep
-(`ObjectMotionSweep`, at the input's size: needs depth, and depth_next for its depth term).
+OBJECT_SWEEP.ENABLED the detections' motions (and, with its MOVING_COST_RATIO, their moving
+scores) are first refined by a per-object sweep (`ObjectMotionSweep`, at the input's size:
+needs depth, and depth_next for its depth term).
 The flow is `geometry.compose_flow_indexed` of these motions with the binary masks (the
 higher-scoring detection wins where masks overlap), on the depth resized to the original size
 (nearest), K rescaled by `geometry.scale_intrinsics`.
@@ -88,7 +89,7 @@ class MotionRCNN(GeneralizedRCNN):
             mask_threshold: binarisation of the pasted masks (original size).
             moving_threshold: moving probability <= this -> identity motion.
             camera_flow_loss_weight: weight of loss_flow_cam.
-            object_sweep: test-time refinement of the moving detections' motions, or None.
+            object_sweep: test-time refinement of the detections' motions, or None.
             kwargs: arguments of GeneralizedRCNN (backbone with 6/12 input channels, ...).
         """
         super().__init__(**kwargs)
