@@ -93,8 +93,8 @@ def _close(a, b):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("benchmark") / "result.json"
+def tiny_run(module_tmp):
+    out = module_tmp / "result.json"
     threads = torch.get_num_threads()
     try:
         returned = benchmark.main(

@@ -16,8 +16,8 @@ BUILTIN = ["vkitti2_clone_train", "vkitti2_clone_val", "vkitti1_clone_train", "v
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("world") / "synthetic"
+def world(module_tmp):
+    root = module_tmp / "synthetic"
     generate_world(root, sequences=2, frames=5, width=48, height=24, seed=1, progress=False)
     return str(root)
 

@@ -16,8 +16,8 @@ W, H, FRAMES, SEED = 128, 48, 3, 0
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("vkitti2")
+def world(module_tmp):
+    root = module_tmp
     generate_world(root, sequences=1, frames=FRAMES, width=W, height=H, seed=SEED, progress=False)
     return str(root)
 

@@ -28,9 +28,9 @@ FRAMES, WIDTH, HEIGHT = 4, 128, 48
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(module_tmp):
     """Frames (PNG, decoded from the world's JPEGs), a lossless video of them, depth PNGs, K."""
-    root = tmp_path_factory.mktemp("footage")
+    root = module_tmp
     (seq,) = generate_world(str(root / "world"), sequences=1, frames=FRAMES, width=WIDTH,
                             height=HEIGHT, seed=5, progress=False)
     record = load_vkitti2_sequence(seq)[0]
@@ -51,9 +51,9 @@ def world(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def configs(tmp_path_factory):
+def configs(module_tmp):
     """Config files with saved random weights (each run of demo.py loads the same model)."""
-    root = tmp_path_factory.mktemp("configs")
+    root = module_tmp
     files = {}
     for name, config in CONFIGS.items():
         cfg = get_cfg()

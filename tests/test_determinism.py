@@ -42,8 +42,8 @@ def test_same_seed_same_first_iteration_losses():
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("determinism")
+def world(module_tmp):
+    root = module_tmp
     generate_world(root, sequences=1, frames=6, width=128, height=48, seed=0, progress=False)
     register_motion_dataset(DATASET, str(root), min_visible_pixels=1)
     return root

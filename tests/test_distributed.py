@@ -126,8 +126,8 @@ def _worker(output_dir):
 
 
 @pytest.fixture(scope="module")
-def distributed_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("distributed")
+def distributed_run(module_tmp):
+    root = module_tmp
     old = os.environ.get("MOTION_RCNN_DATASETS")
     os.environ["MOTION_RCNN_DATASETS"] = str(root / "datasets")  # inherited by the workers
     try:

@@ -48,9 +48,9 @@ def _cfg(name, weights=""):
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
+def weights(module_tmp):
     """One random-weight checkpoint per architecture."""
-    folder = tmp_path_factory.mktemp("weights")
+    folder = module_tmp
     paths = {}
     for name in CONFIGS:
         torch.manual_seed(1)

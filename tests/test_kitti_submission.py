@@ -25,8 +25,8 @@ P_rect_03: 90 0 47.5 -39.6 0 90 19.5 0 0 0 1 0
 
 
 @pytest.fixture(scope="module")
-def testing(tmp_path_factory):
-    root = tmp_path_factory.mktemp("kitti")
+def testing(module_tmp):
+    root = module_tmp
     testing, stereo = root / "testing", root / "stereo"
     for folder in (testing / "image_2", testing / "calib_cam_to_cam", stereo):
         folder.mkdir(parents=True)

@@ -21,8 +21,8 @@ from motion_rcnn_d2.geometry import compose_flow, rotation_x, rotation_y, rotati
 
 
 @pytest.fixture(scope="module")
-def pairs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("world")
+def pairs(module_tmp):
+    root = module_tmp
     generate_world(root, sequences=1, frames=3, width=128, height=48, seed=0, progress=False)
     return load_vkitti2(str(root), min_visible_pixels=1)
 

@@ -23,8 +23,8 @@ import demo  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def sequence(tmp_path_factory):
-    root = tmp_path_factory.mktemp("world")
+def sequence(module_tmp):
+    root = module_tmp
     (seq,) = generate_world(str(root), sequences=1, frames=3, width=128, height=48, seed=3,
                             progress=False)
     return seq

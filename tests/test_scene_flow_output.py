@@ -21,8 +21,8 @@ import demo  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory):
-    root = tmp_path_factory.mktemp("world")
+def pair(module_tmp):
+    root = module_tmp
     (seq,) = generate_world(str(root), sequences=1, frames=2, width=128, height=48, seed=5,
                             progress=False)
     record = load_vkitti2_sequence(seq)[0]

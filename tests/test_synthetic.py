@@ -54,8 +54,8 @@ FLOW_QUANT = float(np.hypot((WIDTH - 1) / 65535.0, (HEIGHT - 1) / 65535.0))
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    out = tmp_path_factory.mktemp("synthetic")
+def world(module_tmp):
+    out = module_tmp
     roots = generate_world(out, sequences=SEQUENCES, frames=FRAMES, width=WIDTH, height=HEIGHT,
                            seed=SEED, progress=False)
     return out, roots

@@ -25,10 +25,8 @@ def _train_net(tmp_path, *args):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("train_net")
-    log = _train_net(tmp_path)
-    return tmp_path, log
+def trained(module_tmp):
+    return module_tmp, _train_net(module_tmp)
 
 
 def test_quick_schedule_trains_checkpoints_and_evaluates(trained):
