@@ -18,7 +18,7 @@ import benchmark  # noqa: E402
 import benchmark_report  # noqa: E402
 
 RCNNS = ("mask_rcnn", "mask_rcnn_pad64", "motion_rcnn_6ch", "motion_rcnn_12ch")
-MEMORY_MODELS = ("mask_rcnn", "motion_rcnn_6ch", "motion_rcnn_12ch")
+MEMORY_MODELS = ("mask_rcnn", "mask_rcnn_chunked", "motion_rcnn_6ch", "motion_rcnn_12ch")
 SIZES = ("128x64",)
 
 
@@ -71,6 +71,22 @@ def test_parse_args_defaults_and_errors():
         benchmark.parse_args(["--sizes", "1242by375"])
     with pytest.raises(SystemExit):
         benchmark.parse_args(["--repeats", "0"])
+
+
+def test_chunked_mask_rcnn_is_stock_mask_rcnn_with_the_chunked_mask_head():
+    import benchmark_models
+    from detectron2.modeling.roi_heads import StandardROIHeads
+
+    from motion_rcnn_d2.modeling.roi_heads import MotionROIHeads
+
+    stock = benchmark_models.build("mask_rcnn", 18, "cpu")
+    chunked = benchmark_models.build("mask_rcnn_chunked", 18, "cpu")
+    assert type(stock.roi_heads) is StandardROIHeads
+    assert isinstance(chunked.roi_heads, MotionROIHeads) and not chunked.roi_heads.motion_on
+    assert chunked.roi_heads.mask_inference_chunk == 16
+    assert stock.state_dict().keys() == chunked.state_dict().keys()
+    for key, value in stock.state_dict().items():  # the same seed: the same weights
+        assert torch.equal(chunked.state_dict()[key], value), key
 
 
 def test_goals_follow_the_limits():

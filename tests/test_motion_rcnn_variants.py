@@ -1,5 +1,7 @@
 """MotionRCNN variants: the C4 (Res5) RoI head, quaternion rotations, and the motion-free model
-that must be exactly Mask R-CNN (GeneralizedRCNN) with the C6 backbone on the stacked input."""
+that must be exactly Mask R-CNN (GeneralizedRCNN) with the C6 backbone on the stacked input,
+and the mask head read in chunks at inference."""
+import pytest
 import torch
 from detectron2.modeling import build_model
 from motion_rcnn_inputs import (
@@ -97,3 +99,34 @@ def test_without_motion_heads_the_model_is_mask_rcnn():
         value = value.tensor if hasattr(value, "tensor") else value
         ref_value = ref_value.tensor if hasattr(ref_value, "tensor") else ref_value
         assert torch.allclose(value.float(), ref_value.float(), atol=1e-4), key
+
+
+@pytest.mark.parametrize("variant", ["fpn", "c4"])
+def test_mask_head_in_chunks_gives_the_masks_of_one_call(variant):
+    """MODEL.ROI_MASK_HEAD.INFERENCE_CHUNK 3: the mask head reads at most 3 detections per call,
+    and every detection's mask is that of one call over all of them (0), to float rounding."""
+    cfg = tiny_cfg(variant)
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
+    x = make_input(seed=5, training=False)
+    raw, calls = {}, {}
+    for chunk in (0, 3):
+        cfg.MODEL.ROI_MASK_HEAD.INFERENCE_CHUNK = chunk
+        torch.manual_seed(0)
+        model = build_model(cfg).eval()
+        calls[chunk] = []
+        model.roi_heads.mask_head.predictor.register_forward_pre_hook(
+            lambda _, inputs, n=calls[chunk]: n.append(len(inputs[0])))
+        with torch.no_grad():
+            raw[chunk] = model.inference([x], do_postprocess=False)[0]
+    n = len(raw[0])
+    assert n >= 7 and calls[0] == [n]
+    assert calls[3] == [3] * (n // 3) + [n % 3] * (n % 3 > 0)
+    torch.testing.assert_close(raw[3].pred_masks, raw[0].pred_masks, rtol=0, atol=1e-6)
+    assert torch.equal(raw[3].pred_translations, raw[0].pred_translations)
+
+
+def test_negative_mask_chunk_is_refused():
+    cfg = tiny_cfg()
+    cfg.MODEL.ROI_MASK_HEAD.INFERENCE_CHUNK = -1
+    with pytest.raises(ValueError, match="INFERENCE_CHUNK = -1"):
+        build_model(cfg)

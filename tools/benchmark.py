@@ -64,7 +64,7 @@ from benchmark_models import (  # noqa: E402
     parameter_counts, sgd, time_rounds, train_step)
 from benchmark_report import evaluate_goals, print_tables, write_json  # noqa: E402
 
-MEMORY_MODELS = ("mask_rcnn", "motion_rcnn_6ch", "motion_rcnn_12ch")
+MEMORY_MODELS = ("mask_rcnn", "mask_rcnn_chunked", "motion_rcnn_6ch", "motion_rcnn_12ch")
 BASELINE = "mask_rcnn"
 MOTION = "motion_rcnn_12ch"  # the thesis model, reference of the compose_flow shares
 MEMORY_METHODS = {  # indexed by "on CUDA"
@@ -365,6 +365,7 @@ def run(args):
         "torch": torch.__version__,
         "models": {"mask_rcnn": "configs/Base-RCNN-FPN.yaml (3 channels)",
                    "mask_rcnn_pad64": "mask_rcnn, input padded to multiples of 64",
+                   "mask_rcnn_chunked": "mask_rcnn, mask head 16 detections at a time (memory)",
                    "motion_rcnn_6ch": "configs/Base-MotionRCNN-C6-FPN.yaml, XYZ_INPUT False",
                    "motion_rcnn_12ch": "configs/Base-MotionRCNN-C6-FPN.yaml, XYZ_INPUT True",
                    "flownets": "configs/Base-FlowNetS.yaml", "sfmnet": "configs/Base-SfMNet.yaml"},

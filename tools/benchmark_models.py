@@ -5,7 +5,10 @@ FrozenBN, FREEZE_AT 2): "mask_rcnn" = Detectron2's GeneralizedRCNN from
 configs/Base-RCNN-FPN.yaml on frame t (3 channels); "motion_rcnn_6ch" / "motion_rcnn_12ch" =
 configs/Base-MotionRCNN-C6-FPN.yaml without / with XYZ input; "mask_rcnn_pad64" = "mask_rcnn"
 with its input padded to multiples of 64 (a diagnostic: what padding for C6's stride would
-cost; the C6-FPN backbone pads to 32 like Detectron2's FPN); "flownets", "sfmnet" from their Base configs.
+cost; the C6-FPN backbone pads to 32 like Detectron2's FPN); "mask_rcnn_chunked" =
+"mask_rcnn" whose mask head reads 16 detections at a time at inference, as Motion R-CNN's
+(MODEL.ROI_MASK_HEAD.INFERENCE_CHUNK; a memory diagnostic: how much of the peak that saves
+in stock Mask R-CNN too); "flownets", "sfmnet" from their Base configs.
 
 The R-CNNs see the same number of RoIs, which random weights would otherwise make
 model-dependent:
@@ -47,6 +50,7 @@ from motion_rcnn_d2 import add_motion_rcnn_config  # noqa: E402
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 RCNNS = ("mask_rcnn", "mask_rcnn_pad64", "motion_rcnn_6ch", "motion_rcnn_12ch")
+CHUNKED = "mask_rcnn_chunked"  # memory diagnostic (module docstring)
 STAGES = ("backbone", "proposal_generator", "roi_heads.box_pooler", "roi_heads.box_head",
           "roi_heads.box_predictor", "roi_heads.mask_pooler", "roi_heads.mask_head",
           "roi_heads.motion_head", "camera_head")
@@ -63,7 +67,10 @@ def model_cfg(kind, depth, device, detections=100):
     cfg.merge_from_file(os.path.join(CONFIGS, name))
     cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.DEVICE = device
-    if kind in RCNNS:
+    if kind == CHUNKED:  # StandardROIHeads plus the chunked mask head
+        cfg.MODEL.ROI_HEADS.NAME = "MotionROIHeads"
+        cfg.MODEL.MOTION_RCNN.MOTION_ON = False
+    if kind in RCNNS + (CHUNKED,):
         cfg.MODEL.PIXEL_STD = [57.375, 57.12, 58.395]
         cfg.MODEL.RESNETS.DEPTH = depth
         if depth in (18, 34):

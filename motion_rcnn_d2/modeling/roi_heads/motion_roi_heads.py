@@ -16,10 +16,12 @@ of the proposal each detection came from (kept by `_forward_box`, as the head re
 training; the box head runs again on the boxes only when they are given), with C4 the res5
 features of the detection boxes shared with the mask head; "xyz" is pooled over the detection
 boxes. It writes pred_rotations, pred_translations, pred_pivots and pred_moving_scores for the
-predicted class (ungated; the meta-architecture applies the moving threshold).
+predicted class (ungated; the meta-architecture applies the moving threshold). The mask head
+reads MODEL.ROI_MASK_HEAD.INFERENCE_CHUNK detections at a time at inference (the same masks
+to float rounding, a lower memory peak).
 
 With cfg.MODEL.MOTION_RCNN.MOTION_ON False no motion head is built and both classes behave
-exactly like their Detectron2 parents.
+exactly like their Detectron2 parents, but for the chunked mask head at inference.
 """
 from typing import Dict, List, Optional
 
@@ -33,7 +35,11 @@ from detectron2.modeling.roi_heads import (
     StandardROIHeads,
     select_foreground_proposals,
 )
-from detectron2.modeling.roi_heads.mask_head import BaseMaskRCNNHead, mask_rcnn_loss
+from detectron2.modeling.roi_heads.mask_head import (
+    BaseMaskRCNNHead,
+    mask_rcnn_inference,
+    mask_rcnn_loss,
+)
 from detectron2.structures import Boxes, ImageList, Instances
 from torchvision.ops import roi_align
 
@@ -92,10 +98,17 @@ class MotionHeadMixin:
             "xyz_pool_size": pool,
         }
 
+    @classmethod
+    def _init_mixin(cls, cfg, input_shape: ShapeSpec):
+        """Constructor arguments of the mixin: the motion branch's and the mask chunk."""
+        return {"mask_inference_chunk": cfg.MODEL.ROI_MASK_HEAD.INFERENCE_CHUNK,
+                **cls._init_motion_head(cfg, input_shape)}
+
     @configurable
     def __init__(self, *, motion_head=None, motion_supervision: str = "motion",
                  flow_grid_size: int = 14, flow_loss_weight: float = 1.0,
-                 motion_in_features=("box",), xyz_pool_size: int = 5, **kwargs):
+                 motion_in_features=("box",), xyz_pool_size: int = 5,
+                 mask_inference_chunk: int = 0, **kwargs):
         """
         Args:
             motion_head: the RoI motion head, or None (the plain Detectron2 RoI heads).
@@ -104,6 +117,8 @@ class MotionHeadMixin:
             flow_loss_weight: weight of loss_flow_roi.
             motion_in_features: what the motion head reads ("box", "xyz", "camera").
             xyz_pool_size: RoIAlign output size of the "xyz" input.
+            mask_inference_chunk: detections the mask head reads at a time at inference
+                (0: all at once).
             kwargs: arguments of the Detectron2 RoI heads mixed with (StandardROIHeads,
                 Res5ROIHeads).
         """
@@ -115,6 +130,23 @@ class MotionHeadMixin:
         self.flow_loss_weight = flow_loss_weight
         self.motion_in_features = tuple(motion_in_features)
         self.xyz_pool_size = xyz_pool_size
+        if mask_inference_chunk < 0:
+            raise ValueError(f"MODEL.ROI_MASK_HEAD.INFERENCE_CHUNK = {mask_inference_chunk}: "
+                             "use 0 (all detections at once) or a positive number")
+        self.mask_inference_chunk = mask_inference_chunk
+
+    def _mask_inference(self, x, instances: List[Instances]):
+        """The mask head at inference on the pooled features `x` (R, C, M, M) of the
+        detections `instances`, `mask_inference_chunk` of them at a time: the pred_masks of
+        one call (each RoI's masks depend on its own features only; the convolutions may sum in
+        another order), with the peak of the convolution workspace of one chunk, not all R."""
+        chunk = self.mask_inference_chunk
+        if (chunk == 0 or not torch.is_tensor(x) or len(x) <= chunk
+                or not isinstance(self.mask_head, BaseMaskRCNNHead)):
+            return self.mask_head(x, instances)
+        mask_rcnn_inference(cat([self.mask_head.layers(part) for part in x.split(chunk)]),
+                            instances)
+        return instances
 
     @property
     def motion_context_keys(self):
@@ -243,11 +275,11 @@ class MotionROIHeads(MotionHeadMixin, StandardROIHeads):
     @classmethod
     def from_config(cls, cfg, input_shape):
         ret = super().from_config(cfg, input_shape)
-        motion = cls._init_motion_head(cfg, ret["box_head"].output_shape)
-        if motion and ret["train_on_pred_boxes"]:
+        mixin = cls._init_mixin(cfg, ret["box_head"].output_shape)
+        if "motion_head" in mixin and ret["train_on_pred_boxes"]:
             raise ValueError("MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES is not supported with the "
                              "motion head: set it False (or MODEL.MOTION_RCNN.MOTION_ON False)")
-        ret.update(motion)
+        ret.update(mixin)
         return ret
 
     def _box_features(self, features, boxes):
@@ -299,12 +331,20 @@ class MotionROIHeads(MotionHeadMixin, StandardROIHeads):
                                           fg_proposals, mask_logits, flow_targets))
         return proposals, losses
 
-    def _mask_features(self, features, fg_proposals):
-        """Input of the mask head for the foreground proposals (as StandardROIHeads uses it)."""
+    def _mask_features(self, features, instances, boxes="proposal_boxes"):
+        """Input of the mask head for the `boxes` field of `instances` (as StandardROIHeads
+        uses it): the foreground proposals in training, the detections at inference."""
         if self.mask_pooler is None:
             return {f: features[f] for f in self.mask_in_features}
         return self.mask_pooler([features[f] for f in self.mask_in_features],
-                                [x.proposal_boxes for x in fg_proposals])
+                                [x.get(boxes) for x in instances])
+
+    def _forward_mask(self, features, instances):
+        """As StandardROIHeads._forward_mask, the mask head chunked at inference."""
+        if self.training or not self.mask_on:
+            return super()._forward_mask(features, instances)
+        return self._mask_inference(self._mask_features(features, instances, "pred_boxes"),
+                                    instances)
 
     def forward_with_given_boxes(self, features, instances):
         """Masks (and keypoints) as StandardROIHeads, then motions of the given boxes."""
@@ -331,7 +371,7 @@ class MotionRes5ROIHeads(MotionHeadMixin, Res5ROIHeads):
     @classmethod
     def from_config(cls, cfg, input_shape):
         ret = super().from_config(cfg, input_shape)
-        ret.update(cls._init_motion_head(cfg, ShapeSpec(channels=ret["res5"][-1].out_channels)))
+        ret.update(cls._init_mixin(cfg, ShapeSpec(channels=ret["res5"][-1].out_channels)))
         return ret
 
     def forward(self, images: ImageList, features: Dict[str, torch.Tensor],
@@ -358,11 +398,13 @@ class MotionRes5ROIHeads(MotionHeadMixin, Res5ROIHeads):
         return [], losses
 
     def forward_with_given_boxes(self, features, instances):
-        """Masks and motions from one res5 pass over the given boxes."""
-        if not self.motion_on:
-            return super().forward_with_given_boxes(features, instances)
+        """Masks (the mask head chunked) and motions from one res5 pass over the given boxes."""
+        if not (self.mask_on or self.motion_on):
+            return instances
         x = self._shared_roi_transform([features[f] for f in self.in_features],
                                        [i.pred_boxes for i in instances])
         if self.mask_on:
-            instances = self.mask_head(x, instances)
+            instances = self._mask_inference(x, instances)
+        if not self.motion_on:
+            return instances
         return self._predict_motion(x.mean(dim=[2, 3]), features, instances)
