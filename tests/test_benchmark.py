@@ -140,11 +140,11 @@ def test_inference_and_training_ratios(tiny_run):
     result = tiny_run[2]
     for size in SIZES:
         rows = result["inference"][size]
-        assert set(rows) == set(RCNNS) | {"flownets", "sfmnet"}
+        assert set(rows) == set(RCNNS) | {"mask_rcnn_chunked", "flownets", "sfmnet"}
         for name, row in rows.items():
             assert row["value"] > 0
             assert _close(row["ratio"], row["value"] / rows["mask_rcnn"]["value"])
-        for name in RCNNS:
+        for name in RCNNS + ("mask_rcnn_chunked",):
             assert rows[name]["detections"] == 5  # same RoIs in every model
             # all POST_NMS_TOPK_TEST (1000) at real sizes; a tiny image has ~1000 anchors only
             assert 0 < rows[name]["proposals"] <= 1000

@@ -12,7 +12,9 @@ timed rounds; the median is reported) and every ratio divides two medians of the
 Models (tools/benchmark_models.py): "mask_rcnn" = Detectron2's GeneralizedRCNN from
 configs/Base-RCNN-FPN.yaml on frame t; "motion_rcnn_6ch" / "motion_rcnn_12ch" =
 configs/Base-MotionRCNN-C6-FPN.yaml without / with XYZ input; "mask_rcnn_pad64" (a diagnostic,
-not in --quick) = "mask_rcnn" with its input padded to multiples of 64;
+not in --quick) = "mask_rcnn" with its input padded to multiples of 64; "mask_rcnn_chunked"
+(a diagnostic of inference and memory, not in --quick) = "mask_rcnn" whose mask head reads
+16 detections at a time, as Motion R-CNN's does (MODEL.ROI_MASK_HEAD.INFERENCE_CHUNK);
 "flownets", "sfmnet". Random weights (nothing is downloaded), the same ResNet depth and
 NUM_CLASSES, and RoI settings that give every R-CNN the same number of RoIs (see there). The
 inputs are the pairs of a synthetic world (1 sequence, generated into a temporary folder at the
@@ -60,7 +62,7 @@ from detectron2.structures import Boxes, Instances  # noqa: E402
 # the sibling modules: this script's folder is the first entry of sys.path
 from benchmark_memory import memory_section  # noqa: E402
 from benchmark_models import (  # noqa: E402
-    FG_IOU, RCNNS, SAMPLING_RATIO, StageTimer, build, infer, medians, model_cfg, now,
+    CHUNKED, FG_IOU, RCNNS, SAMPLING_RATIO, StageTimer, build, infer, medians, model_cfg, now,
     parameter_counts, sgd, time_rounds, train_step)
 from benchmark_report import evaluate_goals, print_tables, write_json  # noqa: E402
 
@@ -162,7 +164,7 @@ def inference_section(models, pairs, args):
     """Inference ms of every model; round i runs every model on pairs[i % len(pairs)]. The
     R-CNNs' stage times come from the timed rounds on the CPU, from extra rounds on a GPU
     (their hooks synchronise)."""
-    rcnns = [name for name in RCNNS if name in models]
+    rcnns = [name for name in RCNNS + (CHUNKED,) if name in models]
     timers, detections = {}, {name: [] for name in rcnns}
 
     def call(i, name):
@@ -372,7 +374,9 @@ def run(args):
         "section_s": {},
     }}
     clock = Clock(result["settings"]["section_s"])
-    kinds = [k for k in RCNNS if not (args.quick and k == "mask_rcnn_pad64")]  # diagnostic
+    # diagnostics: padding to 64 (timed like the R-CNNs), the chunked mask head (inference)
+    kinds = [k for k in RCNNS if not (args.quick and k == "mask_rcnn_pad64")]
+    kinds += [] if args.quick else [CHUNKED]
     models = {kind: build(kind, args.depth, args.device, args.detections)
               for kind in kinds + ["flownets", "sfmnet"]}
     result["settings"]["parameters"] = {k: parameter_counts(m) for k, m in models.items()}
