@@ -4,6 +4,7 @@ and the mask head read in chunks at inference."""
 import pytest
 import torch
 from detectron2.modeling import build_model
+from detectron2.structures import Instances
 from motion_rcnn_inputs import (
     assert_every_parameter_has_a_gradient,
     diversify_motions,
@@ -123,6 +124,27 @@ def test_mask_head_in_chunks_gives_the_masks_of_one_call(variant):
     assert calls[3] == [3] * (n // 3) + [n % 3] * (n % 3 > 0)
     torch.testing.assert_close(raw[3].pred_masks, raw[0].pred_masks, rtol=0, atol=1e-6)
     assert torch.equal(raw[3].pred_translations, raw[0].pred_translations)
+
+
+def test_mask_head_not_chunked_while_tracing():
+    """A trace would fix the number of chunks (and with it the number of detections): traced,
+    the mask head runs once over all the detections; eager, in chunks."""
+    cfg = tiny_cfg()
+    cfg.MODEL.ROI_MASK_HEAD.INFERENCE_CHUNK = 3
+    heads = build_model(cfg).eval().roi_heads.requires_grad_(False)  # traced as constants
+    calls = []
+    heads.mask_head.predictor.register_forward_pre_hook(lambda _, i: calls.append(len(i[0])))
+
+    def masks(x):
+        classes = torch.zeros(len(x), dtype=torch.int64)
+        return heads._mask_inference(x, [Instances((96, 128), pred_classes=classes)])[0].pred_masks
+
+    x = torch.randn(7, cfg.MODEL.FPN.OUT_CHANNELS, 14, 14)
+    with torch.no_grad():
+        traced = torch.jit.trace(masks, x, check_trace=False)
+        assert calls == [7]
+        torch.testing.assert_close(traced(x), masks(x), rtol=0, atol=1e-6)
+    assert calls == [7, 3, 3, 1]  # the trace (its graph runs no hooks), then the eager chunks
 
 
 def test_negative_mask_chunk_is_refused():

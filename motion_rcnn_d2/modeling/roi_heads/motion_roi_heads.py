@@ -139,9 +139,10 @@ class MotionHeadMixin:
         """The mask head at inference on the pooled features `x` (R, C, M, M) of the
         detections `instances`, `mask_inference_chunk` of them at a time: the pred_masks of
         one call (each RoI's masks depend on its own features only; the convolutions may sum in
-        another order), with the peak of the convolution workspace of one chunk, not all R."""
+        another order), with the peak of the convolution workspace of one chunk, not all R.
+        Not chunked while tracing: a trace would fix the number of chunks, and with it R."""
         chunk = self.mask_inference_chunk
-        if (chunk == 0 or not torch.is_tensor(x) or len(x) <= chunk
+        if (chunk == 0 or torch.jit.is_tracing() or not torch.is_tensor(x) or len(x) <= chunk
                 or not isinstance(self.mask_head, BaseMaskRCNNHead)):
             return self.mask_head(x, instances)
         mask_rcnn_inference(cat([self.mask_head.layers(part) for part in x.split(chunk)]),
