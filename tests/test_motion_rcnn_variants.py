@@ -102,13 +102,18 @@ def test_without_motion_heads_the_model_is_mask_rcnn():
         assert torch.allclose(value.float(), ref_value.float(), atol=1e-4), key
 
 
+def _chunks(n, size):
+    return [size] * (n // size) + [n % size] * (n % size > 0)
+
+
 @pytest.mark.parametrize("variant", ["fpn", "c4"])
 def test_mask_head_in_chunks_gives_the_masks_of_one_call(variant):
-    """MODEL.ROI_MASK_HEAD.INFERENCE_CHUNK 3: the mask head reads at most 3 detections per call,
-    and every detection's mask is that of one call over all of them (0), to float rounding."""
+    """MODEL.ROI_MASK_HEAD.INFERENCE_CHUNK 3: the mask head reads at most 3 detections of one
+    image per call, and every detection's mask is that of one call over all the detections of
+    the batch (0), to float rounding."""
     cfg = tiny_cfg(variant)
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
-    x = make_input(seed=5, training=False)
+    xs = [make_input(seed=5, training=False), make_input(seed=6, training=False)]
     raw, calls = {}, {}
     for chunk in (0, 3):
         cfg.MODEL.ROI_MASK_HEAD.INFERENCE_CHUNK = chunk
@@ -118,12 +123,27 @@ def test_mask_head_in_chunks_gives_the_masks_of_one_call(variant):
         model.roi_heads.mask_head.predictor.register_forward_pre_hook(
             lambda _, inputs, n=calls[chunk]: n.append(len(inputs[0])))
         with torch.no_grad():
-            raw[chunk] = model.inference([x], do_postprocess=False)[0]
-    n = len(raw[0])
-    assert n >= 7 and calls[0] == [n]
-    assert calls[3] == [3] * (n // 3) + [n % 3] * (n % 3 > 0)
-    torch.testing.assert_close(raw[3].pred_masks, raw[0].pred_masks, rtol=0, atol=1e-6)
-    assert torch.equal(raw[3].pred_translations, raw[0].pred_translations)
+            raw[chunk] = model.inference(xs, do_postprocess=False)
+    n = [len(r) for r in raw[0]]
+    assert min(n) >= 7 and calls[0] == [sum(n)]
+    assert calls[3] == _chunks(n[0], 3) + _chunks(n[1], 3)
+    for chunked, whole in zip(raw[3], raw[0]):
+        torch.testing.assert_close(chunked.pred_masks, whole.pred_masks, rtol=0, atol=1e-6)
+        assert torch.equal(chunked.pred_translations, whole.pred_translations)
+
+
+def test_chunked_mask_head_gives_an_image_without_detections_empty_masks():
+    cfg = tiny_cfg()
+    cfg.MODEL.ROI_MASK_HEAD.INFERENCE_CHUNK = 2
+    heads = build_model(cfg).eval().roi_heads
+    images = [Instances((96, 128), pred_classes=torch.tensor(c, dtype=torch.int64))
+              for c in ([], [0, 1, 1, 0, 1])]
+    x = torch.randn(5, cfg.MODEL.FPN.OUT_CHANNELS, 14, 14)
+    with torch.no_grad():
+        heads._mask_inference(x, images)
+        expected = heads.mask_head(x, [images[1][:]])[0].pred_masks  # one call
+    assert images[0].pred_masks.shape == (0, 1, 28, 28)
+    torch.testing.assert_close(images[1].pred_masks, expected, rtol=0, atol=1e-6)
 
 
 def test_mask_head_not_chunked_while_tracing():

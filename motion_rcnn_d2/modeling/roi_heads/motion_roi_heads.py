@@ -35,11 +35,7 @@ from detectron2.modeling.roi_heads import (
     StandardROIHeads,
     select_foreground_proposals,
 )
-from detectron2.modeling.roi_heads.mask_head import (
-    BaseMaskRCNNHead,
-    mask_rcnn_inference,
-    mask_rcnn_loss,
-)
+from detectron2.modeling.roi_heads.mask_head import BaseMaskRCNNHead, mask_rcnn_loss
 from detectron2.structures import Boxes, ImageList, Instances
 from torchvision.ops import roi_align
 
@@ -137,16 +133,23 @@ class MotionHeadMixin:
 
     def _mask_inference(self, x, instances: List[Instances]):
         """The mask head at inference on the pooled features `x` (R, C, M, M) of the
-        detections `instances`, `mask_inference_chunk` of them at a time: the pred_masks of
-        one call (each RoI's masks depend on its own features only; the convolutions may sum in
-        another order), with the peak of the convolution workspace of one chunk, not all R.
-        Not chunked while tracing: a trace would fix the number of chunks, and with it R."""
+        detections `instances`, at most `mask_inference_chunk` of one image's detections per
+        call: the pred_masks of one call (each RoI's masks depend on its own features only; the
+        convolutions may sum in another order), with the peak of the convolution workspace of
+        one chunk, not all R. Not chunked while tracing: a trace would fix the number of
+        chunks, and with it R."""
         chunk = self.mask_inference_chunk
-        if (chunk == 0 or torch.jit.is_tracing() or not torch.is_tensor(x) or len(x) <= chunk
-                or not isinstance(self.mask_head, BaseMaskRCNNHead)):
+        if chunk == 0 or torch.jit.is_tracing() or not torch.is_tensor(x) or len(x) <= chunk:
             return self.mask_head(x, instances)
-        mask_rcnn_inference(cat([self.mask_head.layers(part) for part in x.split(chunk)]),
-                            instances)
+        start = 0
+        for image in instances:
+            masks = []
+            for first in range(0, max(len(image), 1), chunk):  # an empty image: one call
+                part = image[first:first + chunk]
+                self.mask_head(x[start + first:start + first + len(part)], [part])
+                masks.append(part.pred_masks)
+            image.pred_masks = cat(masks)
+            start += len(image)
         return instances
 
     @property
