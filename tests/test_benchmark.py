@@ -89,6 +89,47 @@ def test_chunked_mask_rcnn_is_stock_mask_rcnn_with_the_chunked_mask_head():
         assert torch.equal(chunked.state_dict()[key], value), key
 
 
+def test_cuda_code_path_on_the_cpu(tmp_path, monkeypatch):
+    """--device cuda's code path, run on the CPU with torch.cuda's clock and memory calls
+    faked: every clock read synchronises, the stage times come from extra rounds, and the
+    memory peaks are torch.cuda's, reset between inference and training."""
+    import benchmark_memory
+    import benchmark_models
+
+    calls = {"synchronize": 0, "reset": 0}
+    peaks = iter([100 * 2 ** 20, 250 * 2 ** 20])  # inference, then training
+
+    def count(name):
+        def fake(*args):
+            calls[name] += 1
+        return fake
+
+    for module in (benchmark, benchmark_models):
+        monkeypatch.setattr(module, "is_cuda", lambda device: True)
+    monkeypatch.setattr(torch.cuda, "synchronize", count("synchronize"))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", count("reset"))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *args: next(peaks))
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # keep the suite's threads
+    result = benchmark.main(
+        ["--quick", "--sizes", *SIZES, "--depth", "18", "--repeats", "2", "--warmup", "0",
+         "--detections", "5", "--world-frames", "2", "--threads", "1", "--skip-memory",
+         "--output", str(tmp_path / "result.json")])
+    rows = result["inference"][SIZES[0]]
+    for name in ("mask_rcnn", "motion_rcnn_12ch"):  # stage times of the 2 extra rounds
+        assert rows[name]["stages_ms"]["backbone"] > 0 and rows[name]["detections"] == 5
+    # >= 2 reads per timed call, 2 per stage of the extra rounds
+    assert calls["synchronize"] > 2 * 2 * len(rows) + 2 * 2 * 2
+    assert "memory" not in result and calls["reset"] == 0
+
+    dicts = benchmark.make_world(str(tmp_path / "world"), (128, 64), 2)
+    torch.save({SIZES[0]: benchmark.pair_at(dicts[0], (128, 64))}, tmp_path / "inputs.pt")
+    spec = {"kind": "motion_rcnn_12ch", "depth": 18, "device": "cpu", "size": SIZES[0],
+            "inputs": str(tmp_path / "inputs.pt"), "threads": 1, "detections": 5}
+    assert benchmark_memory.measure(spec) == {"inference_mib": 100.0, "training_mib": 250.0,
+                                              "peak_reset": True}
+    assert calls["reset"] == 1
+
+
 def test_goals_follow_the_limits():
     result = {"inference": {"1x1": {"motion_rcnn_6ch": {"ratio": 1.05},
                                     "motion_rcnn_12ch": {"ratio": 1.06}}},

@@ -62,8 +62,8 @@ from detectron2.structures import Boxes, Instances  # noqa: E402
 # the sibling modules: this script's folder is the first entry of sys.path
 from benchmark_memory import memory_section  # noqa: E402
 from benchmark_models import (  # noqa: E402
-    CHUNKED, FG_IOU, RCNNS, SAMPLING_RATIO, StageTimer, build, infer, medians, model_cfg, now,
-    parameter_counts, sgd, time_rounds, train_step)
+    CHUNKED, FG_IOU, RCNNS, SAMPLING_RATIO, StageTimer, build, infer, is_cuda, medians, model_cfg,
+    now, parameter_counts, sgd, time_rounds, train_step)
 from benchmark_report import evaluate_goals, print_tables, write_json  # noqa: E402
 
 MEMORY_MODELS = ("mask_rcnn", "mask_rcnn_chunked", "motion_rcnn_6ch", "motion_rcnn_12ch")
@@ -178,7 +178,7 @@ def inference_section(models, pairs, args):
             detections[name].append(len(output["instances"]))
 
     calls = {name: (lambda i, n=name: call(i, n)) for name in models}
-    on_cpu = torch.device(args.device).type == "cpu"
+    on_cpu = not is_cuda(args.device)
     timers.update({name: StageTimer(models[name], args.device) for name in rcnns if on_cpu})
     seconds = time_rounds(calls, args.warmup, args.repeats, args.device)
     if not on_cpu:
@@ -410,7 +410,7 @@ def run(args):
             del models  # the subprocesses need the memory more
             path = os.path.join(tmp, "inputs.pt")
             torch.save(inputs, path)
-            cuda = torch.device(args.device).type == "cuda"
+            cuda = is_cuda(args.device)
             result["memory"] = {"method": f"{MEMORY_METHODS[cuda]}; median of "
                                           f"{args.memory_runs} run(s)"}
             for size in inputs:

@@ -50,7 +50,7 @@ def measure(spec):
 
     torch.set_num_threads(spec["threads"])
     x = torch.load(spec["inputs"], weights_only=False)[spec["size"]]
-    cuda = torch.device(spec["device"]).type == "cuda"
+    cuda = models.is_cuda(spec["device"])
     baseline = 0.0 if cuda else _status_mib("VmRSS")
     reset = cuda or _reset_peak_rss()
 

@@ -97,9 +97,15 @@ def build(kind, depth, device, detections=100):
     return model
 
 
+def is_cuda(device):
+    """Whether `device` is a CUDA device: its clock reads wait for the queued work (`now`),
+    its memory is read from torch.cuda, and stage times come from extra rounds."""
+    return torch.device(device).type == "cuda"
+
+
 def now(device):
     """perf_counter after the device's queued work is done."""
-    if torch.device(device).type == "cuda":
+    if is_cuda(device):
         torch.cuda.synchronize()
     return time.perf_counter()
 
