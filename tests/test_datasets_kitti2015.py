@@ -40,11 +40,14 @@ P_rect_03: 7.215377e+02 0.000000e+00 6.095593e+02 -3.395242e+02 0.000000e+00 7.2
 """
 
 
-def _write_fixture(root, split="training"):
+def _write_fixture(root, split="training", noc_disparities=False):
+    """Two pairs; noc_disparities: also disp_noc_0 / disp_noc_1 (GT at (1,1) only in frame 0's
+    disp_noc_0, so that the noc figures differ from the occ ones)."""
     train = os.path.join(root, split)
+    noc_folders = ("disp_noc_0", "disp_noc_1") if noc_disparities else ()
     folders = ("image_2", "calib_cam_to_cam") + (
-        ("flow_occ", "flow_noc", "disp_occ_0", "disp_occ_1", "obj_map") if split == "training"
-        else ())
+        ("flow_occ", "flow_noc", "disp_occ_0", "disp_occ_1", "obj_map") + noc_folders
+        if split == "training" else ())
     for folder in folders:
         os.makedirs(os.path.join(train, folder))
     rng = np.random.default_rng(0)
@@ -61,6 +64,9 @@ def _write_fixture(root, split="training"):
         disp[1, 1] = 50 * 256
         cv2.imwrite(os.path.join(train, "disp_occ_0", name), disp)
         cv2.imwrite(os.path.join(train, "disp_occ_1", name), disp // 2)
+        if noc_disparities:  # (1,1) occluded in pair 1
+            cv2.imwrite(os.path.join(train, "disp_noc_0", name), disp * (index == 0))
+            cv2.imwrite(os.path.join(train, "disp_noc_1", name), disp // 2)
         ids = np.zeros((H, W), np.uint8)
         ids[0, 0:2] = 1
         ids[3, 5] = 2
@@ -100,6 +106,19 @@ def test_loader_by_hand(root):
     assert [(a["track_id"], a["category_id"], a["bbox"]) for a in d["annotations"]] == [
         (1, 0, [0.0, 0.0, 2.0, 1.0]), (2, 0, [5.0, 3.0, 6.0, 4.0])]
     assert all("motion" not in a for a in d["annotations"])
+    assert "disparity_noc_gt_file_name" not in d  # the optional noc disparity folders
+
+
+def test_loader_names_the_noc_disparities_where_they_exist(tmp_path):
+    root = _write_fixture(str(tmp_path), noc_disparities=True)
+    d = load_kitti2015(root)[1]
+    train = os.path.join(root, "training")
+    assert d["disparity_noc_gt_file_name"] == os.path.join(train, "disp_noc_0", "000001_10.png")
+    assert d["disparity_next_noc_gt_file_name"] == os.path.join(train, "disp_noc_1",
+                                                                "000001_10.png")
+    os.remove(d["disparity_noc_gt_file_name"])
+    with pytest.raises(FileNotFoundError, match="disp_noc_0.*000001_10.png"):
+        load_kitti2015(root)
 
 
 def test_mapping_depth_from_disparity_and_flow(root):

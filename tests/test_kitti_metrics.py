@@ -82,19 +82,37 @@ EST_D1 = [[14, 10, 10, 10], [10, 10, np.nan, 20]]
 EST_U = [[10, 14, 10, 13.5], [10, 99, 20, 12.9]]  # GT flow (10, 0); est. (1, 1) invalid
 
 
-def _write_pair(root):
+# The non-occluded GT ("noc") of the same pair: each map loses some of its GT pixels.
+NOC_OCCLUDED = {"flow": [(0, 1), (1, 3)], "d0": [(1, 1)], "d1": [(0, 0)]}
+
+
+def _write_pair(root, noc=False):
+    """The hand-made pair's files; with `noc` also its non-occluded GT (NOC_OCCLUDED removed)."""
     paths = {key: str(root / f"{key}.png") for key in ("obj", "flow", "d0", "d1")}
     cv2.imwrite(paths["obj"], np.array(OBJ, np.uint8))
-    gt_valid = np.ones((2, 4), bool)
-    gt_valid[0, 0] = False
-    formats.write_kitti_flow_png(paths["flow"], np.dstack([np.full((2, 4), 10.0),
-                                                           np.zeros((2, 4))]), gt_valid)
-    for key, gt in (("d0", GT_D0), ("d1", GT_D1)):
-        cv2.imwrite(paths[key], (np.array(gt) * 256).astype(np.uint16))
-    return {"image_id": "000007", "flow_file_name": paths["flow"],
-            "obj_map_file_name": paths["obj"],
-            "disparity_gt_file_name": paths["d0"], "disparity_next_gt_file_name": paths["d1"],
-            "disparity_to_depth": FB}
+    flow_valid = np.ones((2, 4), bool)
+    flow_valid[0, 0] = False
+    gts = {"flow": flow_valid, "d0": np.array(GT_D0, float), "d1": np.array(GT_D1, float)}
+    for variant in ("occ", "noc") if noc else ("occ",):
+        for key, gt in gts.items():
+            gt = gt.copy()
+            for pixel in NOC_OCCLUDED[key] if variant == "noc" else ():
+                gt[pixel] = 0
+            path = paths[key] if variant == "occ" else str(root / f"{key}_noc.png")
+            if key == "flow":
+                formats.write_kitti_flow_png(path, np.dstack([np.full((2, 4), 10.0),
+                                                              np.zeros((2, 4))]), gt)
+            else:
+                cv2.imwrite(path, (gt * 256).astype(np.uint16))
+    record = {"image_id": "000007", "flow_file_name": paths["flow"],
+              "obj_map_file_name": paths["obj"],
+              "disparity_gt_file_name": paths["d0"], "disparity_next_gt_file_name": paths["d1"],
+              "disparity_to_depth": FB}
+    if noc:
+        record.update(flow_noc_file_name=str(root / "flow_noc.png"),
+                      disparity_noc_gt_file_name=str(root / "d0_noc.png"),
+                      disparity_next_noc_gt_file_name=str(root / "d1_noc.png"))
+    return record
 
 
 def _output():
@@ -125,12 +143,40 @@ EXPECTED = {
 }
 
 
+# Over the noc pixels (the estimates are the same):
+# Fl: 5 GT pixels (bg 4, fg 1 = (0,3)); outliers (1,2) and fg (0,3); (1,1) has no estimate.
+# D1: 6 GT pixels (bg 4, fg 2); outliers (0,1) and fg (0,3); (1,2) has no estimate.
+# D2: 6 GT pixels (bg 5, fg 1); outlier fg (1,3) only ((0,0) is occluded); (1,2) no estimate.
+# SF: pixels with all three noc GT: (0,2), (1,0), (1,2), all bg; outlier (1,2) (Fl); d_0
+#     estimated at 2 of them.
+EXPECTED_NOC = {
+    "Fl-bg": (25.0, 4), "Fl-fg": (100.0, 1), "Fl-all": (40.0, 5), "Fl_density": 80.0,
+    "D1-bg": (25.0, 4), "D1-fg": (50.0, 2), "D1-all": (100 / 3, 6), "D1_density": 500 / 6,
+    "D2-bg": (0.0, 5), "D2-fg": (100.0, 1), "D2-all": (100 / 6, 6), "D2_density": 500 / 6,
+    "SF-bg": (100 / 3, 3), "SF-fg": (float("nan"), 0), "SF-all": (100 / 3, 3),
+    "SF_density": 200 / 3,
+}
+
+
+def _assert_figures(metrics, expected):
+    assert set(metrics) == {k for k in expected} | {k + "_count" for k, v in expected.items()
+                                                   if isinstance(v, tuple)}
+    for key, value in expected.items():
+        if isinstance(value, tuple):
+            value, count = value
+            assert metrics[key + "_count"] == count, key
+        assert metrics[key] == pytest.approx(value, abs=1e-9, nan_ok=True), key
+
+
+def _register(name, records):
+    DatasetCatalog.register(name, lambda: records)
+    MetadataCatalog.get(name).set(thing_classes=["Car", "Van"], kitti_scene_flow=True)
+
+
 @pytest.fixture
 def kitti_set(tmp_path):
-    record = _write_pair(tmp_path)
     name = "kitti_metrics_hand_case"
-    DatasetCatalog.register(name, lambda: [record])
-    MetadataCatalog.get(name).set(thing_classes=["Car", "Van"], kitti_scene_flow=True)
+    _register(name, [_write_pair(tmp_path)])
     yield name
     DatasetCatalog.remove(name)
     MetadataCatalog.remove(name)
@@ -140,19 +186,42 @@ def test_hand_made_pair(kitti_set, tmp_path):
     evaluator = KittiSceneFlowEvaluator(kitti_set, distributed=False, output_dir=str(tmp_path))
     evaluator.reset()
     evaluator.process([{"image_id": "000007"}], [_output()])
-    metrics = evaluator.evaluate()["kitti"]
-    for key, expected in EXPECTED.items():
-        if isinstance(expected, tuple):
-            assert metrics[key] == pytest.approx(expected[0], abs=1e-9), key
-            assert metrics[key + "_count"] == expected[1], key
-        else:
-            assert metrics[key] == pytest.approx(expected, abs=1e-9), key
+    results = evaluator.evaluate()
+    assert list(results) == ["kitti"]  # no noc GT, no noc figures
+    metrics = results["kitti"]
+    _assert_figures(metrics, EXPECTED)
     written = json.loads((tmp_path / "kitti_metrics.json").read_text())["kitti"]
     assert written["SF-all"] == pytest.approx(400 / 6)
     # pooled over pairs: the same pair twice gives the same percentages, twice the counts
     evaluator.process([{"image_id": "000007"}], [_output()])
     metrics = evaluator.evaluate()["kitti"]
     assert metrics["SF-all"] == pytest.approx(400 / 6) and metrics["SF-all_count"] == 12
+
+
+def test_hand_made_pair_noc(tmp_path):
+    """With the noc GT files the same pair also gets the devkit's noc figures, which count
+    only the non-occluded GT pixels; the occ figures are unchanged."""
+    name = "kitti_metrics_hand_case_noc"
+    occ, noc = tmp_path / "occ", tmp_path / "noc"
+    occ.mkdir(), noc.mkdir()
+    _register(name, [_write_pair(noc, noc=True),
+                     dict(_write_pair(occ), image_id="000008")])  # a pair without noc GT
+    try:
+        evaluator = KittiSceneFlowEvaluator(name, distributed=False, output_dir=str(tmp_path))
+        evaluator.process([{"image_id": "000007"}], [_output()])
+        results = evaluator.evaluate()
+        _assert_figures(results["kitti"], EXPECTED)
+        _assert_figures(results["kitti_noc"], EXPECTED_NOC)
+        written = json.loads((tmp_path / "kitti_metrics.json").read_text())
+        assert written["kitti_noc"]["Fl-all"] == pytest.approx(40.0)
+        assert written["kitti_noc"]["SF-fg"] is None  # nan: no pixels
+        # a pair without its noc GT: noc figures over part of the set are not reported
+        evaluator.process([{"image_id": "000008"}], [_output()])
+        results = evaluator.evaluate()
+        assert list(results) == ["kitti"] and results["kitti"]["Fl-all_count"] == 14
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
 
 
 def test_flow_only_model_and_wrong_size(kitti_set):
@@ -187,7 +256,7 @@ def test_through_the_loader_and_mapper(tmp_path):
     from motion_rcnn_d2.data.mapper import MotionDatasetMapper
     from test_datasets_kitti2015 import _write_fixture
 
-    root = _write_fixture(str(tmp_path))
+    root = _write_fixture(str(tmp_path), noc_disparities=True)
     name = "kitti_metrics_loader_case"
     register_kitti2015(name, root)
     try:
@@ -203,7 +272,8 @@ def test_through_the_loader_and_mapper(tmp_path):
             h, w = depth.shape
             evaluator.process([inp], [{"flow": torch.zeros(2, h, w), "points": points,
                                        "scene_flow": torch.zeros_like(points)}])
-        metrics = evaluator.evaluate()["kitti"]
+        results = evaluator.evaluate()
+        metrics = results["kitti"]
     finally:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
@@ -213,3 +283,9 @@ def test_through_the_loader_and_mapper(tmp_path):
     assert (metrics["SF-bg"], metrics["SF-all_count"]) == (100.0, 2)
     assert metrics["Fl-fg_count"] == 0 and np.isnan(metrics["Fl-fg"])
     assert metrics["D1_density"] == 100.0
+    # noc: flow GT at (1,1) only, d_0 GT at (1,1) only in pair 0 (disp_noc_0 of pair 1 is empty)
+    noc = results["kitti_noc"]
+    assert (noc["Fl-all"], noc["Fl-all_count"]) == (0.0, 2)
+    assert (noc["D1-all"], noc["D1-all_count"]) == (0.0, 1)
+    assert (noc["D2-all"], noc["D2-all_count"]) == (100.0, 2)
+    assert (noc["SF-all"], noc["SF-all_count"]) == (100.0, 1)

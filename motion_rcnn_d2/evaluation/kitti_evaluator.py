@@ -1,5 +1,6 @@
-"""`KittiSceneFlowEvaluator`: KITTI 2015's own figures (D1, D2, Fl, SF; bg / fg / all) for a data
-set with KITTI's ground truth, as a Detectron2 `DatasetEvaluator` beside `MotionEvaluator`."""
+"""`KittiSceneFlowEvaluator`: KITTI 2015's own figures (D1, D2, Fl, SF; bg / fg / all, over all
+GT pixels and over the non-occluded ones) for a data set with KITTI's ground truth, as a
+Detectron2 `DatasetEvaluator` beside `MotionEvaluator`."""
 import logging
 import math
 import os
@@ -21,6 +22,10 @@ __all__ = ["KittiSceneFlowEvaluator", "estimated_disparities"]
 RESULTS_FILE = "kitti_metrics.json"
 GT_KEYS = ("flow_file_name", "obj_map_file_name", "disparity_gt_file_name",
            "disparity_next_gt_file_name", "disparity_to_depth")
+# the non-occluded GT (flow_noc, disp_noc_0, disp_noc_1) in place of each "all pixels" GT file
+NOC_KEYS = {"flow_file_name": "flow_noc_file_name",
+            "disparity_gt_file_name": "disparity_noc_gt_file_name",
+            "disparity_next_gt_file_name": "disparity_next_noc_gt_file_name"}
 
 
 def estimated_disparities(output, fx_baseline):
@@ -51,9 +56,12 @@ class KittiSceneFlowEvaluator(DatasetEvaluator):
     measures that input). Ground truth is read at full resolution from the data set's files
     (flow_occ, disp_occ_0, disp_occ_1, obj_map: "all" pixels, KITTI's main figures), the pair
     found by the input's ``image_id``; outputs must be at that size (the models' outputs are at
-    the original size). Figures are pooled over the whole set, in percent, with the pixel count;
-    `evaluate()` returns ``OrderedDict(kitti=...)``, logs a table and writes
-    ``output_dir/kitti_metrics.json`` (atomically).
+    the original size). Where the records also name the non-occluded GT (flow_noc, disp_noc_0,
+    disp_noc_1: `NOC_KEYS`), the same figures are computed over those pixels too, as the devkit
+    does ("noc"). Figures are pooled over the whole set, in percent, with the pixel count;
+    `evaluate()` returns ``OrderedDict(kitti=..., kitti_noc=...)`` (``kitti_noc`` only when
+    every pair had its noc GT), logs the tables and writes ``output_dir/kitti_metrics.json``
+    (atomically).
     """
 
     def __init__(self, dataset_name, distributed=True, output_dir=None):
@@ -65,11 +73,13 @@ class KittiSceneFlowEvaluator(DatasetEvaluator):
         self.reset()
 
     def reset(self):
-        self._counts = Counter()
+        self._counts = {"all": Counter(), "noc": Counter()}
+        self._pairs = Counter()  # pairs scored: "all", and "noc" those with their noc GT
 
     def _record(self, image_id):
         if self._records is None:
-            self._records = {str(d["image_id"]): {k: d[k] for k in GT_KEYS if k in d}
+            keys = GT_KEYS + tuple(NOC_KEYS.values())
+            self._records = {str(d["image_id"]): {k: d[k] for k in keys if k in d}
                              for d in DatasetCatalog.get(self._dataset_name)}
         record = self._records.get(str(image_id))
         missing = [k for k in GT_KEYS if k not in (record or {})]
@@ -82,7 +92,13 @@ class KittiSceneFlowEvaluator(DatasetEvaluator):
     def process(self, inputs, outputs):
         for inp, out in zip(inputs, outputs):
             if "flow" in out:
-                self._counts.update(self.pair_counts(self._record(inp["image_id"]), out))
+                record = self._record(inp["image_id"])
+                self._counts["all"].update(self.pair_counts(record, out))
+                self._pairs["all"] += 1
+                if all(key in record for key in NOC_KEYS.values()):
+                    noc = {**record, **{occ: record[key] for occ, key in NOC_KEYS.items()}}
+                    self._counts["noc"].update(self.pair_counts(noc, out))
+                    self._pairs["noc"] += 1
 
     @staticmethod
     def pair_counts(record, output):
@@ -106,26 +122,33 @@ class KittiSceneFlowEvaluator(DatasetEvaluator):
         return kitti_pair_counts(obj_map, (gt_flow, gt_valid, flow, valid), disparities)
 
     def evaluate(self):
-        partials = gather_partials(self._counts, self._distributed)
+        partials = gather_partials((self._counts, self._pairs), self._distributed)
         if partials is None:
             return {}
-        counts = Counter()
-        for partial in partials:
-            counts.update(partial)
-        metrics = summarize_kitti_counts(counts)
+        counts, pairs = {"all": Counter(), "noc": Counter()}, Counter()
+        for partial_counts, partial_pairs in partials:
+            for pixels in counts:
+                counts[pixels].update(partial_counts[pixels])
+            pairs.update(partial_pairs)
+        metrics = summarize_kitti_counts(counts["all"])
         if not metrics:
             self._logger.warning(f"[KittiSceneFlowEvaluator] no flow outputs for "
                                  f"'{self._dataset_name}': nothing to score.")
             return OrderedDict(kitti={})
-        self._logger.info("\n" + format_kitti_table(metrics, self._dataset_name))
         results = OrderedDict(kitti=metrics)
+        if pairs["noc"] == pairs["all"]:  # the noc figures of part of the set would mislead
+            results["kitti_noc"] = summarize_kitti_counts(counts["noc"])
+        for task, values in results.items():
+            self._logger.info("\n" + format_kitti_table(values, self._dataset_name,
+                                                        task == "kitti_noc"))
         if self._output_dir:
             write_json_atomically(results, os.path.join(self._output_dir, RESULTS_FILE))
         return results
 
 
-def format_kitti_table(metrics, dataset_name):
-    """The log text: one row per metric, bg / fg / all in percent with pixel counts, density."""
+def format_kitti_table(metrics, dataset_name, noc=False):
+    """The log text: one row per metric, bg / fg / all in percent with pixel counts, density;
+    `noc`: the figures over the non-occluded GT pixels."""
     def cell(key):
         value = metrics[key]
         return f"{'nan' if math.isnan(value) else f'{value:.2f}'} ({metrics[key + '_count']})"
@@ -135,5 +158,6 @@ def format_kitti_table(metrics, dataset_name):
             for name in KITTI_METRICS if f"{name}-all" in metrics]
     table = tabulate(rows, headers=["metric", "bg % (pixels)", "fg % (pixels)", "all % (pixels)",
                                     "density %"], tablefmt="pipe")
+    pixels = "non-occluded pixels with GT (noc)" if noc else "pixels with GT"
     return (f"KITTI 2015 scene flow metrics of '{dataset_name}': outliers (error > 3 px and > 5 % "
-            "of the GT) among the pixels with GT, pooled over the set; fg = obj_map > 0:\n" + table)
+            f"of the GT) among the {pixels}, pooled over the set; fg = obj_map > 0:\n" + table)

@@ -9,6 +9,7 @@ Layout under ``root`` (data_scene_flow.zip and data_scene_flow_calib.zip extract
     training/disp_occ_0/%06d_10.png               disparity of frame t (value / 256 px, 0 = none)
     training/disp_occ_1/%06d_10.png               disparity at t+1 of each frame-t pixel (in
                                                   frame t's pixel grid, for the D2 / SF metrics)
+    training/disp_noc_0/, disp_noc_1/ (optional)  the same over the non-occluded pixels
     training/obj_map/%06d_10.png                  vehicle ids (0 = background)
 
 KITTI has no dense depth. The depth of frame t is Z = fx b / d from a disparity folder of the
@@ -20,7 +21,9 @@ K = P_rect_02[:, :3] and fx b come from calib_cam_to_cam (the mapper converts: t
 "kitti_disparity" and ``disparity_to_depth`` = fx b in px m). The log says which folder is used.
 
 Training dicts carry the GT flow and ``obj_map_file_name``, ``disparity_gt_file_name``,
-``disparity_next_gt_file_name`` (for `KittiSceneFlowEvaluator`), and the obj_map objects as
+``disparity_next_gt_file_name`` (for `KittiSceneFlowEvaluator`), ``flow_noc_file_name`` and,
+where the folders exist, ``disparity_noc_gt_file_name`` / ``disparity_next_noc_gt_file_name``
+(its "noc" figures), and the obj_map objects as
 annotations (class "Car", box and mask, ``track_id`` = id) without ``motion``; there is no
 ``camera_motion``. Testing dicts have frames, K, fx b and depth (when a disparity folder is given).
 """
@@ -38,6 +41,8 @@ __all__ = ["load_kitti2015", "load_kitti2015_folder", "GT_DISPARITY_DIR"]
 
 GT_DISPARITY_DIR = "disp_occ_0"
 _GT_FOLDERS = ("flow_occ", "flow_noc", "disp_occ_0", "disp_occ_1", "obj_map")
+_NOC_DISPARITY_FOLDERS = {"disparity_noc_gt_file_name": "disp_noc_0",  # optional
+                          "disparity_next_noc_gt_file_name": "disp_noc_1"}
 
 
 def _folder_files(folder, dataset_name):
@@ -88,6 +93,9 @@ def load_kitti2015_folder(folder, ground_truth, classes=("Car", "Van"), dataset_
     calib = _folder_files(os.path.join(folder, "calib_cam_to_cam"), dataset_name)
     gt = {name: _folder_files(os.path.join(folder, name), dataset_name)
           for name in (_GT_FOLDERS if ground_truth else ())}
+    noc_disparities = {key: _folder_files(os.path.join(folder, name), dataset_name)
+                       for key, name in _NOC_DISPARITY_FOLDERS.items()
+                       if ground_truth and os.path.isdir(os.path.join(folder, name))}
     if disparity_dir is None and ground_truth:
         disparity_dir = GT_DISPARITY_DIR
     sources = {}
@@ -147,5 +155,6 @@ def load_kitti2015_folder(folder, ground_truth, classes=("Car", "Van"), dataset_
                 "width": int(ids.shape[1]),
                 "annotations": annotations,
             })
+            record.update({key: path(name) for key, path in noc_disparities.items()})
         dicts.append(record)
     return dicts
