@@ -69,9 +69,10 @@ def add_motion_rcnn_config(cfg):
     _C.MODEL.RESNETS.INFLATE_STEM = True
 
     # ---------------------------------------------------------------- mask head
-    # Detections the mask head reads at a time at inference (0: all at once, as Detectron2).
-    # The masks are the same (to float rounding); the peak memory is not: with 100 detections the R50 mask head's
-    # convolution workspace peaks at ~320 MiB in one call, ~100 MiB in chunks of 16.
+    # Detections of an image the mask head reads at a time at inference (0: all at once, as
+    # Detectron2). The masks are the same (to float rounding); the peak memory is not: with
+    # 100 detections the R50 mask head's convolution workspace peaks at ~320 MiB in one call,
+    # ~100 MiB in chunks of 16.
     _C.MODEL.ROI_MASK_HEAD.INFERENCE_CHUNK = 16
 
     # ---------------------------------------------------------- RoI motion head

@@ -361,7 +361,8 @@ def run(args):
     result = {"settings": {
         "device": args.device, "threads": threads, "resnet_depth": args.depth,
         "sizes": [_key(s) for s in args.sizes], "warmup": args.warmup, "repeats": args.repeats,
-        "quick": args.quick, "memory_runs": args.memory_runs, "batch_size": 1, "num_classes": 2, "score_thresh_test": 0.0,
+        "quick": args.quick, "memory_runs": args.memory_runs, "batch_size": 1, "num_classes": 2,
+        "score_thresh_test": 0.0,
         "detections_per_image": args.detections, "pooler_sampling_ratio": SAMPLING_RATIO,
         "rpn_nms_thresh": 1.0, "roi_nms_thresh_test": 1.0, "roi_fg_iou": FG_IOU,
         "torch": torch.__version__,

@@ -13,9 +13,10 @@ over the pixels with valid ground truth (for SF: valid d*_0, d*_1 AND f*), split
 outliers / pixels of the whole set (pooled, not averaged per image), in percent. D1 is the
 disparity of frame t (disp_occ_0), D2 the disparity at t+1 of each frame-t pixel, in frame t's
 grid (disp_occ_1); the same over the non-occluded GT (flow_noc, disp_noc_0, disp_noc_1) gives
-the devkit's "noc" figures. Missing estimates are filled first by the devkit's ``interpolateBackground``
-(`interpolate_background`) and then scored like the others; the density is the share of GT pixels
-that had an estimate before filling (for SF: an estimate of d_0, as in the devkit).
+the devkit's "noc" figures. Missing estimates are filled first by the devkit's
+``interpolateBackground`` (`interpolate_background`) and then scored like the others; the
+density is the share of GT pixels that had an estimate before filling (for SF: an estimate of
+d_0, as in the devkit).
 
 The devkit scores the 16-bit PNGs of a submission; scored in memory, an estimate is not rounded to
 1/64 px (flow) or 1/256 px (disparity) first.

@@ -17,8 +17,9 @@ user's choice (``disparity_dir``): KITTI's sparse GT ``disp_occ_0`` (the default
 set) or a stereo method's ``%06d_10.png`` in KITTI's 16-bit format; d = 0 is invalid (depth 0).
 ``disparity_next_dir`` optionally gives the depth of frame t+1 in its own view (a stereo method's
 ``%06d_11.png``; KITTI's ``disp_occ_1`` is NOT that: it lies in frame t's grid).
-K = P_rect_02[:, :3] and fx b come from calib_cam_to_cam (the mapper converts: the dict carries ``depth_format``
-"kitti_disparity" and ``disparity_to_depth`` = fx b in px m). The log says which folder is used.
+K = P_rect_02[:, :3] and fx b come from calib_cam_to_cam (the mapper converts: the dict carries
+``depth_format`` "kitti_disparity" and ``disparity_to_depth`` = fx b in px m). The log says
+which folder is used.
 
 Training dicts carry the GT flow and ``obj_map_file_name``, ``disparity_gt_file_name``,
 ``disparity_next_gt_file_name`` (for `KittiSceneFlowEvaluator`), ``flow_noc_file_name`` and,

@@ -1,4 +1,5 @@
-"""RoI heads with a motion branch: Mask R-CNN's heads plus per-RoI 3D motion (docs/method.md sections 3, 6).
+"""RoI heads with a motion branch: Mask R-CNN's heads plus per-RoI 3D motion (docs/method.md
+sections 3, 6).
 
 `MotionROIHeads` extends `StandardROIHeads` (FPN) and `MotionRes5ROIHeads` extends
 `Res5ROIHeads` (the thesis' C4 variant); `MotionHeadMixin` holds what they share.
