@@ -1,7 +1,7 @@
 """KITTI 2015 loader (and its mapping) on a hand-made 6x4 fixture with values worked out here."""
-import os
-
 import logging
+import os
+import shutil
 
 import cv2
 import numpy as np
@@ -116,7 +116,11 @@ def test_loader_names_the_noc_disparities_where_they_exist(tmp_path):
     assert d["disparity_noc_gt_file_name"] == os.path.join(train, "disp_noc_0", "000001_10.png")
     assert d["disparity_next_noc_gt_file_name"] == os.path.join(train, "disp_noc_1",
                                                                 "000001_10.png")
-    os.remove(d["disparity_noc_gt_file_name"])
+    shutil.rmtree(os.path.join(train, "disp_noc_1"))  # each folder on its own
+    d = load_kitti2015(root)[1]
+    assert "disp_noc_0" in d["disparity_noc_gt_file_name"]
+    assert "disparity_next_noc_gt_file_name" not in d
+    os.remove(d["disparity_noc_gt_file_name"])  # a folder that exists must have every pair's file
     with pytest.raises(FileNotFoundError, match="disp_noc_0.*000001_10.png"):
         load_kitti2015(root)
 

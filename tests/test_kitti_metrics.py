@@ -1,5 +1,6 @@
 """KITTI 2015 scene flow metrics: the devkit's hole filling against a line-by-line transcription
-of its C++ loops, and a hand-made pair whose D1 / D2 / Fl / SF figures are worked out below."""
+of its C++ loops, and a hand-made pair whose D1 / D2 / Fl / SF figures are worked out below, over
+all GT pixels ("occ", e.g. "D1-all") and over the non-occluded ones ("noc", "D1-all_noc")."""
 import json
 
 import cv2
@@ -158,14 +159,18 @@ EXPECTED_NOC = {
 }
 
 
-def _assert_figures(metrics, expected):
-    assert set(metrics) == {k for k in expected} | {k + "_count" for k, v in expected.items()
-                                                   if isinstance(v, tuple)}
+def _names(expected, suffix=""):
+    """The result names of `expected`'s figures: "<name><suffix>", "<name>_count<suffix>"."""
+    return ({k + suffix for k in expected}
+            | {k + "_count" + suffix for k, v in expected.items() if isinstance(v, tuple)})
+
+
+def _assert_figures(metrics, expected, suffix=""):
     for key, value in expected.items():
         if isinstance(value, tuple):
             value, count = value
-            assert metrics[key + "_count"] == count, key
-        assert metrics[key] == pytest.approx(value, abs=1e-9, nan_ok=True), key
+            assert metrics[key + "_count" + suffix] == count, key + suffix
+        assert metrics[key + suffix] == pytest.approx(value, abs=1e-9, nan_ok=True), key + suffix
 
 
 def _register(name, records):
@@ -187,8 +192,9 @@ def test_hand_made_pair(kitti_set, tmp_path):
     evaluator.reset()
     evaluator.process([{"image_id": "000007"}], [_output()])
     results = evaluator.evaluate()
-    assert list(results) == ["kitti"]  # no noc GT, no noc figures
+    assert list(results) == ["kitti"]
     metrics = results["kitti"]
+    assert set(metrics) == _names(EXPECTED)  # no noc GT: no "_noc" figures, not even zeros
     _assert_figures(metrics, EXPECTED)
     written = json.loads((tmp_path / "kitti_metrics.json").read_text())["kitti"]
     assert written["SF-all"] == pytest.approx(400 / 6)
@@ -210,15 +216,63 @@ def test_hand_made_pair_noc(tmp_path):
         evaluator = KittiSceneFlowEvaluator(name, distributed=False, output_dir=str(tmp_path))
         evaluator.process([{"image_id": "000007"}], [_output()])
         results = evaluator.evaluate()
-        _assert_figures(results["kitti"], EXPECTED)
-        _assert_figures(results["kitti_noc"], EXPECTED_NOC)
-        written = json.loads((tmp_path / "kitti_metrics.json").read_text())
-        assert written["kitti_noc"]["Fl-all"] == pytest.approx(40.0)
-        assert written["kitti_noc"]["SF-fg"] is None  # nan: no pixels
+        assert list(results) == ["kitti"]
+        metrics = results["kitti"]
+        assert set(metrics) == _names(EXPECTED) | _names(EXPECTED_NOC, "_noc")
+        _assert_figures(metrics, EXPECTED)
+        _assert_figures(metrics, EXPECTED_NOC, "_noc")
+        # the occluded outliers count in occ only: Fl (0,1), D1 (1,1), D2 (0,0)
+        assert (metrics["Fl-bg"], metrics["Fl-bg_noc"]) == (40.0, 25.0)
+        assert (metrics["D1-bg"], metrics["D1-bg_noc"]) == (40.0, 25.0)
+        assert metrics["D2-bg"] == pytest.approx(100 / 6) and metrics["D2-bg_noc"] == 0.0
+        written = json.loads((tmp_path / "kitti_metrics.json").read_text())["kitti"]
+        assert written["Fl-all_noc"] == pytest.approx(40.0)
+        assert written["SF-fg_noc"] is None and written["SF-fg_count_noc"] == 0  # nan: no pixels
         # a pair without its noc GT: noc figures over part of the set are not reported
         evaluator.process([{"image_id": "000008"}], [_output()])
-        results = evaluator.evaluate()
-        assert list(results) == ["kitti"] and results["kitti"]["Fl-all_count"] == 14
+        metrics = evaluator.evaluate()["kitti"]
+        assert metrics["Fl-all_count"] == 14
+        assert not [key for key in metrics if key.endswith("_noc")]
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+
+
+def test_noc_needs_the_noc_files_of_what_the_output_has(tmp_path):
+    """A pair with flow_noc but without disp_noc_0 / disp_noc_1: a flow-only output (FlowNetS)
+    gets its Fl noc figures; an output with a 3D result gets no noc figures at all."""
+    name = "kitti_metrics_flow_noc_only"
+    record = _write_pair(tmp_path, noc=True)
+    del record["disparity_noc_gt_file_name"], record["disparity_next_noc_gt_file_name"]
+    _register(name, [record])
+    try:
+        flow_only = KittiSceneFlowEvaluator(name, distributed=False)
+        out = _output()
+        flow_only.process([{"image_id": "000007"}], [{"flow": out["flow"],
+                                                       "flow_valid": out["flow_valid"]}])
+        metrics = flow_only.evaluate()["kitti"]
+        fl = {k: v for k, v in EXPECTED.items() if k.startswith("Fl")}
+        fl_noc = {k: v for k, v in EXPECTED_NOC.items() if k.startswith("Fl")}
+        assert set(metrics) == _names(fl) | _names(fl_noc, "_noc")
+        _assert_figures(metrics, fl_noc, "_noc")
+        with_3d = KittiSceneFlowEvaluator(name, distributed=False)
+        with_3d.process([{"image_id": "000007"}], [out])
+        metrics = with_3d.evaluate()["kitti"]
+        assert set(metrics) == _names(EXPECTED)
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+
+
+def test_noc_file_at_the_wrong_size(tmp_path):
+    name = "kitti_metrics_noc_wrong_size"
+    record = _write_pair(tmp_path, noc=True)
+    cv2.imwrite(record["disparity_next_noc_gt_file_name"], np.zeros((3, 4), np.uint16))
+    _register(name, [record])
+    try:
+        evaluator = KittiSceneFlowEvaluator(name, distributed=False)
+        with pytest.raises(ValueError, match=r"d1_noc\.png' is \(3, 4\).*original size"):
+            evaluator.process([{"image_id": "000007"}], [_output()])
     finally:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
@@ -272,8 +326,7 @@ def test_through_the_loader_and_mapper(tmp_path):
             h, w = depth.shape
             evaluator.process([inp], [{"flow": torch.zeros(2, h, w), "points": points,
                                        "scene_flow": torch.zeros_like(points)}])
-        results = evaluator.evaluate()
-        metrics = results["kitti"]
+        metrics = evaluator.evaluate()["kitti"]
     finally:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
@@ -284,8 +337,7 @@ def test_through_the_loader_and_mapper(tmp_path):
     assert metrics["Fl-fg_count"] == 0 and np.isnan(metrics["Fl-fg"])
     assert metrics["D1_density"] == 100.0
     # noc: flow GT at (1,1) only, d_0 GT at (1,1) only in pair 0 (disp_noc_0 of pair 1 is empty)
-    noc = results["kitti_noc"]
-    assert (noc["Fl-all"], noc["Fl-all_count"]) == (0.0, 2)
-    assert (noc["D1-all"], noc["D1-all_count"]) == (0.0, 1)
-    assert (noc["D2-all"], noc["D2-all_count"]) == (100.0, 2)
-    assert (noc["SF-all"], noc["SF-all_count"]) == (100.0, 1)
+    assert (metrics["Fl-all_noc"], metrics["Fl-all_count_noc"]) == (0.0, 2)
+    assert (metrics["D1-all_noc"], metrics["D1-all_count_noc"]) == (0.0, 1)
+    assert (metrics["D2-all_noc"], metrics["D2-all_count_noc"]) == (100.0, 2)
+    assert (metrics["SF-all_noc"], metrics["SF-all_count_noc"]) == (100.0, 1)

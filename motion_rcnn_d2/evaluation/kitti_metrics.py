@@ -12,8 +12,10 @@ over the pixels with valid ground truth (for SF: valid d*_0, d*_1 AND f*), split
 ``obj_map`` into background (id 0) and foreground (id > 0, the vehicles); each figure is
 outliers / pixels of the whole set (pooled, not averaged per image), in percent. D1 is the
 disparity of frame t (disp_occ_0), D2 the disparity at t+1 of each frame-t pixel, in frame t's
-grid (disp_occ_1); the same over the non-occluded GT (flow_noc, disp_noc_0, disp_noc_1) gives
-the devkit's "noc" figures. Missing estimates are filled first by the devkit's
+grid (disp_occ_1). These are the devkit's "occ" figures (all pixels with GT, occluded ones
+included); the same computation over the non-occluded GT (flow_noc, disp_noc_0, disp_noc_1:
+fewer pixels, same estimate) gives its "noc" figures (`summarize_kitti_counts` with suffix
+"_noc", e.g. "D1-all_noc"). Missing estimates are filled first by the devkit's
 ``interpolateBackground`` (`interpolate_background`) and then scored like the others; the
 density is the share of GT pixels that had an estimate before filling (for SF: an estimate of
 d_0, as in the devkit).
@@ -123,20 +125,21 @@ def kitti_pair_counts(obj_map, flow=None, disparities=None):
     return counts
 
 
-def summarize_kitti_counts(counts):
+def summarize_kitti_counts(counts, suffix=""):
     """Percentages from summed `kitti_pair_counts`: "<metric>-<region>" = 100 outliers / pixels
-    (nan when there are no pixels), "<metric>-<region>_count" = pixels, and "<metric>_density" =
-    100 estimated / pixels over all regions, for each metric that was counted."""
+    (percent; nan when there are no pixels), "<metric>-<region>_count" = pixels (a count), and
+    "<metric>_density" = 100 estimated / pixels over all regions (percent), for each metric that
+    was counted; `suffix` is appended to every name (the evaluator's "_noc" figures)."""
     metrics = {}
     for name in KITTI_METRICS:
         if not any(key[0] == name for key in counts):
             continue
         for region in KITTI_REGIONS:
             pixels = counts[name, region, "pixels"]
-            metrics[f"{name}-{region}"] = (100.0 * counts[name, region, "outliers"] / pixels
-                                           if pixels else float("nan"))
-            metrics[f"{name}-{region}_count"] = int(pixels)
+            metrics[f"{name}-{region}{suffix}"] = (
+                100.0 * counts[name, region, "outliers"] / pixels if pixels else float("nan"))
+            metrics[f"{name}-{region}_count{suffix}"] = int(pixels)
         pixels = counts[name, "all", "pixels"]
-        metrics[f"{name}_density"] = (100.0 * counts[name, "all", "estimated"] / pixels
-                                      if pixels else float("nan"))
+        metrics[f"{name}_density{suffix}"] = (100.0 * counts[name, "all", "estimated"] / pixels
+                                              if pixels else float("nan"))
     return metrics

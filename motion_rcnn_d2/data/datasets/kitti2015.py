@@ -24,7 +24,8 @@ which folder is used.
 Training dicts carry the GT flow and ``obj_map_file_name``, ``disparity_gt_file_name``,
 ``disparity_next_gt_file_name`` (for `KittiSceneFlowEvaluator`), ``flow_noc_file_name`` and,
 where the folders exist, ``disparity_noc_gt_file_name`` / ``disparity_next_noc_gt_file_name``
-(its "noc" figures), and the obj_map objects as
+(its "noc" figures over the non-occluded GT pixels, e.g. "D1-all_noc"; a missing disp_noc folder
+only leaves its key out, a missing file in one that exists is an error), and the obj_map objects as
 annotations (class "Car", box and mask, ``track_id`` = id) without ``motion``; there is no
 ``camera_motion``. Testing dicts have frames, K, fx b and depth (when a disparity folder is given).
 """
