@@ -22,5 +22,5 @@ setup(
     ],
     # export: tools/export_model.py --format onnx (torch.onnx's dynamo exporter) and running
     # the ONNX file (onnxruntime); the other formats need nothing more.
-    extras_require={"test": ["pytest"], "export": ["onnx", "onnxscript", "onnxruntime"]},
+    extras_require={"test": ["pytest>=7.3"], "export": ["onnx", "onnxscript", "onnxruntime"]},
 )
