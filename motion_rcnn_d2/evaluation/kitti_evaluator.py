@@ -52,13 +52,23 @@ def estimated_disparities(output, fx_baseline):
     return tuple(result)
 
 
+def output_estimate(output, fx_baseline):
+    """What the KITTI figures score of a model output: (flow (H, W, 2) px, its validity (H, W):
+    "flow_valid" or the finite pixels, `estimated_disparities` or None), as numpy arrays."""
+    flow = output["flow"].detach().cpu().double().permute(1, 2, 0).numpy()
+    valid = output.get("flow_valid")
+    valid = (np.isfinite(flow).all(axis=2) if valid is None
+             else valid.detach().cpu().numpy().astype(bool))
+    return flow, valid, estimated_disparities(output, fx_baseline)
+
+
 def _has_3d(output):
     return "points" in output and "scene_flow" in output
 
 
 def noc_record(record, output):
     """The record with its non-occluded GT files (`NOC_KEYS`) in place of the "all pixels" ones,
-    so that `KittiSceneFlowEvaluator.pair_counts` scores the same output over the noc pixels;
+    so that `KittiSceneFlowEvaluator.pair_counts` scores the same estimate over the noc pixels;
     None when the record lacks a noc file the output needs (flow_noc; disp_noc_0 and disp_noc_1
     too for an output with a 3D result, i.e. "points" and "scene_flow")."""
     needed = [occ for occ in NOC_KEYS if occ == "flow_file_name" or _has_3d(output)]
@@ -127,26 +137,23 @@ class KittiSceneFlowEvaluator(DatasetEvaluator):
             if "flow" not in out:
                 continue
             record = self._record(inp["image_id"])
+            estimate = output_estimate(out, record["disparity_to_depth"])
+            obj_map = formats.read_instance_png(record["obj_map_file_name"])
             for pixels, gt in (("occ", record), ("noc", noc_record(record, out))):
-                if gt is not None:
-                    self._counts[pixels].update(self.pair_counts(gt, out))
+                if gt is not None:  # the output and obj_map converted / read once for both
+                    self._counts[pixels].update(self.pair_counts(gt, obj_map, estimate))
                     self._pairs[pixels] += 1
 
     @staticmethod
-    def pair_counts(record, output):
+    def pair_counts(record, obj_map, estimate):
         """`kitti_pair_counts` of one pair from its record's GT files (flow_file_name,
-        obj_map_file_name, disparity_gt_file_name, disparity_next_gt_file_name; `noc_record`
-        puts the noc files there) and the model output."""
-        obj_map = formats.read_instance_png(record["obj_map_file_name"])
-        gt_flow, gt_valid = formats.read_kitti_flow_png(record["flow_file_name"])
-        flow = output["flow"].detach().cpu().double().permute(1, 2, 0).numpy()
+        disparity_gt_file_name, disparity_next_gt_file_name; `noc_record` puts the noc files
+        there), its obj_map (H, W) and the model output's `output_estimate`."""
+        flow, valid, disparities = estimate
         shape = flow.shape[:2]
+        gt_flow, gt_valid = formats.read_kitti_flow_png(record["flow_file_name"])
         _at_size(record["flow_file_name"], gt_valid, shape)
         _at_size(record["obj_map_file_name"], obj_map, shape)
-        valid = output.get("flow_valid")
-        valid = (np.isfinite(flow).all(axis=2) if valid is None
-                 else valid.detach().cpu().numpy().astype(bool))
-        disparities = estimated_disparities(output, record["disparity_to_depth"])
         if disparities is not None:
             gts = [_at_size(record[key], formats.read_kitti_disparity_png(record[key]), shape)
                    for key in ("disparity_gt_file_name", "disparity_next_gt_file_name")]
